@@ -1,0 +1,133 @@
+"""``moderation`` command line: one entry point, one subcommand per job.
+
+Handlers import their modules lazily so ``moderation --help`` stays fast and so that commands that
+need optional extras (``models build`` needs the ``train`` extra) fail only when they are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from moderation import __version__
+from moderation.errors import ModerationError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from moderation.broker.cli import run
+
+    return run(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from moderation.models.cli import run
+
+    return run(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from moderation.bench.cli import run
+
+    return run(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from moderation.worker.cli import run_worker
+
+    return run_worker(args)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from moderation.score_cli import run
+
+    return run(args)
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from moderation.tools import run_produce
+
+    return run_produce(args)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from moderation.tools import run_tail
+
+    return run_tail(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from moderation.demo import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moderation",
+        description="Streaming content moderation: Kafka posts → toxicity/spam/category SLMs → decisions.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka = sub.add_parser("kafka", help="Run a local single-node Apache Kafka (KRaft) broker.")
+    kafka.add_argument("action", choices=["up", "down", "status", "install"])
+    kafka.add_argument("--port", type=int, default=None, help="Broker port (default 9092, or a free one).")
+    kafka.set_defaults(handler=_kafka)
+
+    models = sub.add_parser("models", help="Build, verify and evaluate the three SLMs.")
+    models.add_argument("action", choices=["build", "eval", "verify", "info", "fp16"])
+    models.add_argument("--data-dir", default="../shared/data", help="Labelled data sets (build/eval).")
+    models.add_argument("--out", default=None, help="Artifact directory (default: the packaged models).")
+    models.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for release.")
+    models.set_defaults(handler=_models)
+
+    bench = sub.add_parser("bench", help="Benchmarks (engine alone, or end to end through Kafka).")
+    bench.add_argument("target", choices=["engine", "pipeline", "gpu"])
+    bench.add_argument("--out", default=None, help="Write results (JSON/markdown) here.")
+    bench.add_argument("--seconds", type=float, default=None, help="Time budget per measurement.")
+    bench.set_defaults(handler=_bench)
+
+    worker = sub.add_parser("worker", help="Run a stream worker (faust agent) until SIGTERM.")
+    worker.set_defaults(handler=_worker)
+
+    score = sub.add_parser("score", help="Score JSON-lines posts without Kafka; decisions to stdout.")
+    score.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin.")
+    score.set_defaults(handler=_score)
+
+    produce = sub.add_parser("produce", help="Produce JSON-lines posts from a file to the input topic.")
+    produce.add_argument("--file", required=True, help="JSON-lines file (each line is sent as-is).")
+    produce.add_argument("--rate", type=float, default=0, help="Posts per second; 0 = as fast as possible.")
+    produce.add_argument("--topic", default=None, help="Override the input topic.")
+    produce.add_argument("--repeat", type=int, default=1, help="Send the file this many times.")
+    produce.set_defaults(handler=_produce)
+
+    tail = sub.add_parser("tail", help="Print records of a topic as they arrive.")
+    tail.add_argument("topic")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, default=0, help="Stop after this many records (0 = never).")
+    tail.set_defaults(handler=_tail)
+
+    demo = sub.add_parser("demo", help="Broker + worker + sample stream, decisions live, then a summary.")
+    demo.add_argument("--rate", type=float, default=40.0, help="Sample posts per second.")
+    demo.add_argument("--repeat", type=int, default=3, help="Times the sample file is replayed.")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ModerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""The records that flow through the pipeline and onto Kafka.
+
+Plain frozen dataclasses: cheap to build per post, trivially serialised with orjson, and free of any
+I/O so every stage can be unit-tested without a broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["allow", "review", "block"]
+ACTIONS: tuple[Action, ...] = ("allow", "review", "block")
+
+# task → label → calibrated probability, e.g. {"toxicity": {"toxic": 0.93, ...}, "spam": {"spam": 0.01}}
+Scores = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A validated input post."""
+
+    id: str
+    text: str
+    author_id: str | None = None
+    lang: str | None = None
+    created_at_ms: int | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a message came from: enough to find it again in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The policy's verdict on one post, with everything an auditor needs."""
+
+    post_id: str
+    action: Action
+    scores: Scores
+    labels: tuple[str, ...]  # "task.label" entries that crossed their review or block threshold
+    reasons: tuple[str, ...]  # human-readable, one per rule that fired
+    triggers: tuple[str, ...]  # escalation triggers that fired (non-empty → LLM review)
+    confidence: float
+    policy_version: str
+
+    @property
+    def escalate(self) -> bool:
+        return bool(self.triggers)

@@ -1,0 +1,90 @@
+"""The one typed settings object.
+
+Every knob is declared exactly once here, with its ``MODERATION_*`` environment name, default and
+meaning. The CLI, the worker, the demo and the tests all read settings from this object so that a
+deployment can be configured from a ConfigMap without touching code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = PACKAGE_DIR / "models" / "artifacts" / "moderation-minilm"
+DEFAULT_POLICY_FILE = PACKAGE_DIR / "policies" / "default.yaml"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "moderation"
+
+
+class Settings(BaseSettings):
+    """Configuration for every moderation process; env vars are ``MODERATION_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MODERATION_", extra="ignore", frozen=True)
+
+    # --- Kafka -------------------------------------------------------------------------------------
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    group_id: str = Field("moderation-workers", description="Consumer group shared by all worker replicas.")
+    input_topic: str = Field("posts", description="Topic producers write posts to.")
+    decisions_topic: str = Field("moderation.decisions", description="Audit trail: one record per post.")
+    allowed_topic: str = Field("moderation.allowed", description="Posts whose action is allow.")
+    blocked_topic: str = Field("moderation.blocked", description="Posts whose action is block.")
+    review_topic: str = Field("moderation.review", description="Posts whose action is review.")
+    llm_review_topic: str = Field(
+        "moderation.llm-review", description="Uncertain posts with text, scores and the trigger that fired."
+    )
+    dlq_topic: str = Field("moderation.dlq", description="Undecodable input, original bytes + error headers.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions used when the worker creates its topics.")
+
+    # --- Micro-batching ----------------------------------------------------------------------------
+    max_batch: int = Field(64, ge=1, le=4096, description="Most posts scored in one model call.")
+    max_wait_ms: int = Field(50, ge=1, description="Longest a partial batch waits for more posts.")
+    max_poll_interval_ms: int = Field(
+        300_000, ge=10_000, description="Kafka max.poll.interval.ms; a batch must finish well within it."
+    )
+    batch_timeout_s: float = Field(
+        60.0, gt=0, description="Upper bound for scoring+producing one batch (must be < max poll interval)."
+    )
+    max_text_chars: int = Field(20_000, ge=1, description="Longer posts are dead-lettered as too large.")
+    max_message_bytes: int = Field(1_000_000, ge=1, description="Larger raw messages are dead-lettered.")
+    dedupe_cache_size: int = Field(50_000, ge=0, description="Entries in the normalized-text → scores LRU.")
+
+    # --- Models ------------------------------------------------------------------------------------
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Directory holding manifest.json and ONNX files.")
+    model_variant: str = Field("auto", description="int8 | fp16 | fp32 | auto (fp16 on CUDA, int8 on CPU).")
+    providers: str = Field(
+        "CUDAExecutionProvider,CPUExecutionProvider",
+        description="ONNX Runtime execution providers in preference order.",
+    )
+    require_provider: str = Field(
+        "", description="If set, refuse to start unless this provider is the one actually in use."
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 lets ORT pick.")
+    length_buckets: str = Field("16,32,64,128", description="Sequence lengths batches are padded up to.")
+    inference_threads: int = Field(1, ge=1, description="Thread-pool workers running ORT off the event loop.")
+
+    # --- Policy ------------------------------------------------------------------------------------
+    policy_file: Path = Field(DEFAULT_POLICY_FILE, description="Versioned YAML policy (thresholds, triggers).")
+    policy_reload_s: float = Field(5.0, gt=0, description="How often the policy file is checked for changes.")
+
+    # --- Operations --------------------------------------------------------------------------------
+    http_port: int = Field(9100, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
+    log_format: str = Field("auto", description="json | console | auto (console on a TTY, else json).")
+    log_level: str = Field("info", description="debug | info | warning | error.")
+    log_post_text: bool = Field(False, description="Include post text in debug logs (off: privacy).")
+    shutdown_grace_s: float = Field(20.0, gt=0, description="Time allowed to finish the batch on SIGTERM.")
+    worker_id: str = Field("", description="Identifier in logs and DLQ headers; defaults to host:pid.")
+    cache_dir: Path = Field(DEFAULT_CACHE_DIR, description="Where the local Kafka jars and data live.")
+
+    def bucket_lengths(self) -> tuple[int, ...]:
+        """Parsed, sorted ``length_buckets``."""
+        return tuple(sorted({int(x) for x in self.length_buckets.split(",") if x.strip()}))
+
+    def provider_list(self) -> list[str]:
+        return [p.strip() for p in self.providers.split(",") if p.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (from CLI flags) winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
