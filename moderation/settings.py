@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     inference_threads: int = Field(1, ge=1, description="Thread-pool workers running ORT off the event loop.")
 
     # --- Policy ------------------------------------------------------------------------------------
-    policy_file: Path = Field(DEFAULT_POLICY_FILE, description="Versioned YAML policy (thresholds, triggers).")
+    policy_file: Path = Field(
+        DEFAULT_POLICY_FILE, description="Versioned YAML policy (thresholds, triggers)."
+    )
     policy_reload_s: float = Field(5.0, gt=0, description="How often the policy file is checked for changes.")
 
     # --- Operations --------------------------------------------------------------------------------
