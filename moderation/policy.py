@@ -92,7 +92,8 @@ class Policy(_Strict):
             unknown = set(rules) - set(self.labels)
             if unknown:
                 raise ValueError(
-                    f"category_overrides[{category!r}] names labels without base thresholds: {sorted(unknown)}"
+                    f"category_overrides[{category!r}] names labels without base thresholds: "
+                    f"{sorted(unknown)}"
                 )
         if not self.labels:
             raise ValueError("policy must define thresholds for at least one label")
