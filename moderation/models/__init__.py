@@ -1,0 +1,1 @@
+"""Model artifacts: manifest, build (train extra), evaluation."""
