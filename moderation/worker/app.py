@@ -1,0 +1,188 @@
+"""The faust app: one agent over the input topic, micro-batching with manual acks.
+
+faust's ``Stream.take()`` acks a batch in a ``finally:`` — an exception would lose it — so the agent
+uses ``noack_take`` and acks each event only after :meth:`ModerationService.handle` returned, i.e.
+after every output record of the batch was acknowledged by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from moderation.emit import OutRecord
+from moderation.logs import get_logger
+from moderation.metrics import WorkerMetrics
+from moderation.pipeline import Message
+from moderation.policy import PolicyStore
+from moderation.records import Origin
+from moderation.settings import Settings
+from moderation.worker.service import ModerationService
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def faust_broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+async def ensure_topics(settings: Settings, topics: list[str]) -> None:
+    """Create the topics the worker reads and writes, if they are missing (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica won the race
+                await admin.create_topics(
+                    [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1) for t in missing]
+                )
+    finally:
+        await admin.close()
+
+
+def create_app(
+    settings: Settings,
+    service: ModerationService,
+    policies: PolicyStore,
+    metrics: WorkerMetrics,
+) -> faust.App:
+    log = get_logger("moderation.worker", worker_id=service.worker_id)
+    datadir = Path(settings.cache_dir) / "faust" / settings.group_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.group_id,
+        broker=faust_broker_url(settings.bootstrap_servers),
+        autodiscover=False,
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_interval=settings.max_poll_interval_ms / 1000,
+        broker_commit_every=max(settings.max_batch, 100),
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=max(4 * settings.max_batch, 4096),
+        stream_wait_empty=False,
+        worker_redirect_stdouts=False,
+    )
+    posts = app.topic(
+        settings.input_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    state: dict[str, Any] = {"assigned": False, "agent_running": False}
+
+    async def send(record: OutRecord) -> Any:
+        return await app.producer.send(record.topic, record.key, record.value, None, None, record.headers)
+
+    @app.agent(posts, concurrency=1)  # type: ignore[arg-type]  # noack_take lives on Stream, not StreamT
+    async def moderate(stream: faust.Stream) -> None:
+        state["agent_running"] = True
+        async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_ms / 1000):
+            if service.draining:
+                continue  # left un-acked: consumed again after the restart
+            received = time.time_ns() // 1_000_000
+            messages = [
+                Message(
+                    value=ev.message.value,
+                    key=ev.message.key,
+                    origin=Origin(
+                        ev.message.topic,
+                        ev.message.partition,
+                        ev.message.offset,
+                        int(ev.message.timestamp * 1000),
+                    ),
+                    received_ms=received,
+                )
+                for ev in events
+            ]
+            try:
+                await service.handle(messages, send)
+            except Exception as exc:
+                log.error("batch_failed", error=str(exc), error_type=type(exc).__name__, size=len(events))
+                await app.crash(exc)
+                return
+            for ev in events:
+                await stream.ack(ev)
+
+    @app.timer(settings.policy_reload_s)
+    async def reload_policy() -> None:
+        check_policy(policies, metrics, log)
+
+    @app.timer(5.0)
+    async def report_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp) if hasattr(consumer, "position") else None
+            if highwater is not None and position is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_rebalance(sender: Any, **_: Any) -> None:
+        state["assigned"] = True
+        parts = sorted(f"{tp.topic}/{tp.partition}" for tp in app.consumer.assignment())
+        log.info("partitions_assigned", partitions=parts)
+
+    app.moderation_state = state  # type: ignore[attr-defined]
+    return app
+
+
+def check_policy(policies: PolicyStore, metrics: WorkerMetrics, log: Any) -> None:
+    changed, error = policies.reload_if_changed()
+    if error:
+        metrics.policy_reloads.labels("rejected").inc()
+        log.error("policy_rejected", error=error)
+    elif changed:
+        metrics.policy_reloads.labels("loaded").inc()
+        metrics.policy_info.info({"version": policies.policy.version})
+        log.info("policy_loaded", version=policies.policy.version)
+
+
+class GracefulWorker(faust.Worker):
+    """SIGTERM/SIGINT: stop taking batches, finish the one in flight, commit, then stop faust."""
+
+    def __init__(self, app: faust.App, service: ModerationService, grace_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.service = service
+        self.grace_s = grace_s
+        self._draining_task: asyncio.Future[None] | None = None
+
+    def _on_sigterm(self) -> None:
+        self._drain(signal.SIGTERM)
+
+    def _on_sigint(self) -> None:
+        self._drain(signal.SIGINT)
+
+    def _drain(self, sig: signal.Signals) -> None:
+        if self._draining_task is None:
+            self._draining_task = asyncio.ensure_future(self._drain_then_stop(sig), loop=self.loop)
+
+    async def _drain_then_stop(self, sig: signal.Signals) -> None:
+        log = get_logger("moderation.worker", worker_id=self.service.worker_id)
+        log.info("shutdown_requested", signal=sig.name, grace_s=self.grace_s)
+        self.service.draining = True
+        try:
+            await asyncio.wait_for(self.service.idle.wait(), self.grace_s * 0.8)
+            await asyncio.wait_for(self.app.consumer.commit(), max(1.0, self.grace_s * 0.2))
+            log.info("drained", batches=self.service.batches)
+        except TimeoutError:
+            log.warning("drain_timeout", grace_s=self.grace_s)
+        except Exception as exc:  # committing is best effort: un-committed work is redone
+            log.warning("drain_commit_failed", error=str(exc))
+        self._schedule_shutdown(sig)
