@@ -77,7 +77,7 @@ def decision_document(item: Moderated, model: dict[str, Any], worker_id: str) ->
         "reasons": list(d.reasons),
         "triggers": list(d.triggers),
         "confidence": d.confidence,
-        "scores": d.scores,
+        "scores": {task: {label: round(p, 4) for label, p in probs.items()} for task, probs in d.scores.items()},
         "policy_version": d.policy_version,
         "model": model,
         "created_at": iso_ms(item.post.created_at_ms),

@@ -8,12 +8,10 @@ import pytest
 from moderation.dedupe import ScoreCache
 from moderation.infer import OnnxEngine
 from moderation.pipeline import Message, Pipeline
-from moderation.policy import parse_policy
+from moderation.policy import load_policy
 from moderation.records import Origin
 
-POLICY = parse_policy(
-    "version: t\nlabels:\n  toxicity.toxic: {review: 0.5, block: 0.9}\n  spam.spam: {review: 0.6, block: 0.95}\n"
-)
+POLICY = load_policy(Path(__file__).parent / "data" / "tiny_policy.yaml")
 
 
 @pytest.fixture(scope="module")
