@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -37,9 +38,19 @@ def post_key(line: bytes) -> bytes | None:
 
 
 async def produce_lines(
-    bootstrap: str, topic: str, lines: list[bytes], *, rate: float = 0.0, repeat: int = 1, show: bool = True
+    bootstrap: str,
+    topic: str,
+    lines: list[bytes],
+    *,
+    rate: float = 0.0,
+    repeat: int = 1,
+    show: bool = True,
+    prepare: Callable[[bytes], bytes] | None = None,
 ) -> int:
-    """Send every line (``repeat`` times) at ``rate`` posts/s (0 = as fast as possible); returns count."""
+    """Send every line (``repeat`` times) at ``rate`` posts/s (0 = as fast as possible); returns count.
+
+    ``prepare`` rewrites a line at the moment it is sent (e.g. to stamp ``created_at``).
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", request_timeout_ms=30_000)
     await producer.start()
     total = len(lines) * repeat
@@ -55,7 +66,8 @@ async def produce_lines(
                         delay = start + sent / rate - time.perf_counter()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                    pending.append(await producer.send(topic, line, key=post_key(line)))
+                    value = prepare(line) if prepare else line
+                    pending.append(await producer.send(topic, value, key=post_key(line)))
                     sent += 1
                     progress.advance(task)
                     if len(pending) >= 1000:

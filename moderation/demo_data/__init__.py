@@ -1,0 +1,1 @@
+"""Sample posts written by the team for the demo, tests and benchmarks (not from any data set)."""
