@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="Run a local single-node Apache Kafka (KRaft) broker.")
     kafka.add_argument("action", choices=["up", "down", "status", "install"])
     kafka.add_argument("--port", type=int, default=None, help="Broker port (default 9092, or a free one).")
+    kafka.add_argument("--timeout", type=float, default=None, help="Seconds `up` waits for the broker (120).")
     kafka.set_defaults(handler=_kafka)
 
     models = sub.add_parser("models", help="Build, verify and evaluate the three SLMs.")

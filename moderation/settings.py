@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(20.0, gt=0, description="Time allowed to finish the batch on SIGTERM.")
     worker_id: str = Field("", description="Identifier in logs and DLQ headers; defaults to host:pid.")
     cache_dir: Path = Field(DEFAULT_CACHE_DIR, description="Where the local Kafka jars and data live.")
+    kafka_state_dir: Path | None = Field(
+        None,
+        description="Local broker's config, data, log and state file (default <cache_dir>/kafka/state); "
+        "give CI its own so it never adopts or stops a developer's broker.",
+    )
 
     def bucket_lengths(self) -> tuple[int, ...]:
         """Parsed, sorted ``length_buckets``."""
