@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("target", choices=["engine", "pipeline", "gpu"])
     bench.add_argument("--out", default=None, help="Write results (JSON/markdown) here.")
     bench.add_argument("--seconds", type=float, default=None, help="Time budget per measurement.")
+    bench.add_argument("--batch-sizes", default=None, help="Comma-separated batch sizes (engine, gpu).")
+    bench.add_argument("--variants", default=None, help="Comma-separated model variants (engine: int8,fp32).")
     bench.set_defaults(handler=_bench)
 
     worker = sub.add_parser("worker", help="Run a stream worker (faust agent) until SIGTERM.")

@@ -119,6 +119,9 @@ class TextTokenizer:
             return []
         return [enc.ids for enc in self._tokenizer().encode_batch(list(texts))]
 
+    def vocabulary(self) -> dict[str, int]:
+        return self._tokenizer().get_vocab()
+
     def encode(self, texts: Sequence[str]) -> Batch:
         """One batch padded to the bucket of its longest post."""
         return pad_batch(self.token_ids(texts), self.buckets, self.pad_id)

@@ -1,0 +1,1 @@
+"""Benchmarks: the engine alone (CPU, GPU) and the pipeline end to end."""

@@ -1,0 +1,30 @@
+"""``moderation bench {engine,gpu,pipeline}``: dispatch to the benchmark modules."""
+
+from __future__ import annotations
+
+import argparse
+
+from moderation.errors import ConfigError
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target == "engine":
+        from moderation.bench.engine import run as run_engine
+
+        return run_engine(args)
+    if args.target == "gpu":
+        from moderation.bench.gpu import run as run_gpu
+
+        return run_gpu(args)
+    if args.target == "pipeline":
+        try:
+            from moderation.bench.pipeline import run as run_pipeline
+        except ModuleNotFoundError as exc:
+            if exc.name != "moderation.bench.pipeline":
+                raise
+            raise ConfigError(
+                "the end-to-end pipeline benchmark (moderation/bench/pipeline.py) is not written yet; "
+                "`moderation bench engine` measures the inference engine alone"
+            ) from None
+        return run_pipeline(args)
+    raise ConfigError(f"unknown benchmark target {args.target!r}: use engine, gpu or pipeline")
