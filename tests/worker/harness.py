@@ -1,0 +1,221 @@
+"""Run real worker processes against the real broker, feed them posts, read what they wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+OUTPUTS = ("decisions", "allowed", "review", "blocked", "llm-review", "dlq")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Setup:
+    """One isolated deployment: its own topics, group and ports on the shared broker."""
+
+    bootstrap: str
+    input_topic: str
+    model_dir: Path
+    policy_file: Path
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def topic(self, output: str) -> str:
+        return f"{self.input_topic}.{output}"
+
+    def env(self, http_port: int, worker_id: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "MODERATION_BOOTSTRAP_SERVERS": self.bootstrap,
+            "MODERATION_INPUT_TOPIC": self.input_topic,
+            "MODERATION_GROUP_ID": f"{self.input_topic}-group",
+            "MODERATION_DECISIONS_TOPIC": self.topic("decisions"),
+            "MODERATION_ALLOWED_TOPIC": self.topic("allowed"),
+            "MODERATION_REVIEW_TOPIC": self.topic("review"),
+            "MODERATION_BLOCKED_TOPIC": self.topic("blocked"),
+            "MODERATION_LLM_REVIEW_TOPIC": self.topic("llm-review"),
+            "MODERATION_DLQ_TOPIC": self.topic("dlq"),
+            "MODERATION_MODEL_DIR": str(self.model_dir),
+            "MODERATION_POLICY_FILE": str(self.policy_file),
+            "MODERATION_HTTP_PORT": str(http_port),
+            "MODERATION_CACHE_DIR": str(self.workdir / "cache"),
+            "MODERATION_LOG_FORMAT": "json",
+            "MODERATION_WORKER_ID": worker_id,
+            "MODERATION_SHUTDOWN_GRACE_S": "15",
+        }
+        env.update(self.extra_env)
+        return env
+
+    async def create_outputs(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        await asyncio.wait_for(admin.start(), 30)
+        try:
+            await asyncio.wait_for(admin.create_topics([NewTopic(self.topic(o), 4, 1) for o in OUTPUTS]), 30)
+        finally:
+            await admin.close()
+
+
+class WorkerProcess:
+    """``moderation worker`` as a subprocess, exactly as a user (or Kubernetes) runs it."""
+
+    def __init__(self, setup: Setup, name: str) -> None:
+        self.setup = setup
+        self.name = name
+        self.http_port = free_port()
+        self.log_path = setup.workdir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moderation.cli", "worker"],
+            env=setup.env(self.http_port, name),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=3) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker {self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_lines(self) -> list[bytes]:
+        return [line for line in self.log_path.read_bytes().splitlines() if line.strip()]
+
+    def terminate(self, timeout_s: float = 40) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout_s)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.wait(10)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        finally:
+            self._log.close()
+
+
+async def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes]], rate: float = 0) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await asyncio.wait_for(producer.start(), 30)
+    sent = 0
+    start = time.perf_counter()
+    try:
+        futures = []
+        for key, value in values:
+            if rate:
+                delay = start + sent / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            futures.append(await producer.send(topic, value, key=key))
+            sent += 1
+        await asyncio.wait_for(asyncio.gather(*futures), 60)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout_s: float = 120, idle_s: float = 3
+) -> list[Any]:
+    """All records of ``topic`` from the beginning; waits until ``expect`` arrived (then ``idle_s`` more)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
+    await asyncio.wait_for(consumer.start(), 30)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            got = [r for rs in batch.values() for r in rs]
+            records.extend(got)
+            if got:
+                quiet_since = time.monotonic()
+            elif len(records) >= expect and time.monotonic() - quiet_since >= idle_s:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def post(i: int, text: str, **extra: Any) -> tuple[bytes, bytes]:
+    pid = f"p{i:05d}"
+    return pid.encode(), orjson.dumps({"id": pid, "text": text, **extra})
+
+
+CORPUS = [
+    "the match last night was fantastic",
+    "buy cheap stuff now click the link",
+    "what a stupid idiot you are",
+    "the election results were announced today",
+    "new phone released with a better camera",
+    "free crypto giveaway send now",
+    "I love this song so much",
+    "stocks fell sharply after the report",
+]
+
+MALFORMED = [
+    b"{not json",
+    b'{"id": "x", "text": 17}',
+    b'{"id": "x", "text": "   "}',
+    b'{"id": "x", "text": "caf\xc3\x28"}',
+    b"[1, 2, 3]",
+]
+
+
+def mixed_stream(n: int, malformed_every: int = 20) -> tuple[list[tuple[bytes | None, bytes]], set[str], int]:
+    """``n`` messages, one in ``malformed_every`` malformed; returns (messages, valid ids, bad count)."""
+    messages: list[tuple[bytes | None, bytes]] = []
+    valid: set[str] = set()
+    bad = 0
+    for i in range(n):
+        if i % malformed_every == malformed_every - 1:
+            messages.append((f"bad{i}".encode(), MALFORMED[bad % len(MALFORMED)]))
+            bad += 1
+        else:
+            key, value = post(i, f"{CORPUS[i % len(CORPUS)]} #{i % 97}")
+            messages.append((key, value))
+            valid.add(key.decode())
+    return messages, valid, bad
