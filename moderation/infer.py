@@ -55,9 +55,7 @@ def choose_variant(requested: str, cuda_active: bool, available: Mapping[str, bo
         if available.get("fp16"):
             return "fp16"
         if available.get("fp32"):
-            log.warning(
-                "fp16 model not found; serving fp32 on CUDA. Create it with `moderation models fp16`."
-            )
+            log.warning("fp16 model not found; serving fp32 on CUDA. Create it with `moderation models fp16`.")
             return "fp32"
     if available.get("int8"):
         return "int8"
@@ -116,32 +114,18 @@ class OnnxEngine:
         self.manifest: Manifest = load_manifest(self.model_dir)
         self.providers_available = list(ort.get_available_providers())
         wanted = resolve_providers(providers, self.providers_available)
-        self.variant = choose_variant(
-            variant,
-            cuda_active=CUDA in wanted,
-            available={v: has_file(self.model_dir, self.manifest, v) for v in VARIANTS},
-        )
-        model_path = verify_file(self.model_dir, self.manifest, self.variant)
+        available = {v: has_file(self.model_dir, self.manifest, v) for v in VARIANTS}
+        self.variant = choose_variant(variant, cuda_active=CUDA in wanted, available=available)
         tokenizer_path = verify_file(self.model_dir, self.manifest, "tokenizer")
         self.tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_length, length_buckets)
         self.split_by_bucket = split_by_bucket
         self._tasks = {task: spec.output for task, spec in self.manifest.tasks.items()}
         self.labels: dict[str, tuple[str, ...]] = self.manifest.labels()
+        options = _session_options(intra_op_threads, spinning)
 
-        try:
-            self.session = ort.InferenceSession(
-                str(model_path),
-                sess_options=_session_options(intra_op_threads, spinning),
-                providers=wanted,
-            )
-        except Exception as exc:  # ORT raises its own (Fail, InvalidGraph, ...) exception types
-            raise ModelError(
-                f"ONNX Runtime cannot load {model_path}: {exc}. Restore it with "
-                f"`git checkout -- {model_path}` or rebuild with `moderation models build`"
-            ) from exc
+        self.session = self._open(self.variant, options, wanted)
         active = self.session.get_providers()
         self.provider: str = active[0] if active else "unknown"
-        self._check_io()
         if require_provider and self.provider != require_provider:
             raise ProviderError(
                 f"MODERATION_REQUIRE_PROVIDER={require_provider} but ONNX Runtime is running on "
@@ -155,6 +139,11 @@ class OnnxEngine:
             )
         if CUDA in wanted and self.provider != CUDA:
             log.warning("CUDA was requested but ONNX Runtime fell back to %s; scoring on CPU.", self.provider)
+            cpu_variant = choose_variant(variant, cuda_active=False, available=available)
+            if cpu_variant != self.variant:  # auto picked a GPU variant: serve the CPU one instead
+                self.variant = cpu_variant
+                self.session = self._open(cpu_variant, options, [CPU])
+        self._check_io()
         self.use_iobinding = self.provider == CUDA
         if warmup:
             self.warm_up()
@@ -172,6 +161,18 @@ class OnnxEngine:
         return cls(settings.model_dir, **kwargs)
 
     # --- set-up checks -------------------------------------------------------------------------------
+
+    def _open(self, variant: str, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+        import onnxruntime as ort
+
+        model_path = verify_file(self.model_dir, self.manifest, variant)
+        try:
+            return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own (Fail, InvalidGraph, ...) exception types
+            raise ModelError(
+                f"ONNX Runtime cannot load {model_path}: {exc}. Restore it with "
+                f"`git checkout -- {model_path}` or rebuild with `moderation models build`"
+            ) from exc
 
     def _check_io(self) -> None:
         inputs = {i.name for i in self.session.get_inputs()}
@@ -233,9 +234,7 @@ class OnnxEngine:
             return self.run_batch(pad_batch(ids, self.tokenizer.buckets, self.tokenizer.pad_id))
         result = {task: np.empty((len(ids), len(labels)), np.float32) for task, labels in self.labels.items()}
         for rows in groups.values():
-            outs = self.run_batch(
-                pad_batch([ids[r] for r in rows], self.tokenizer.buckets, self.tokenizer.pad_id)
-            )
+            outs = self.run_batch(pad_batch([ids[r] for r in rows], self.tokenizer.buckets, self.tokenizer.pad_id))
             for task, values in outs.items():
                 result[task][rows] = values
         return result

@@ -78,10 +78,7 @@ def test_batch_padding_invariance(tiny_model_dir, split):
     engine = OnnxEngine(tiny_model_dir, "fp32", [CPU], split_by_bucket=split, warmup=False)
     alone = engine.score_arrays([TEXTS[0]])
     batched = engine.score_arrays([LONG, TEXTS[2], TEXTS[0], LONG + " again"])
-    assert (
-        engine.tokenizer.encode([LONG]).input_ids.shape[1]
-        > engine.tokenizer.encode([TEXTS[0]]).input_ids.shape[1]
-    )
+    assert engine.tokenizer.encode([LONG]).input_ids.shape[1] > engine.tokenizer.encode([TEXTS[0]]).input_ids.shape[1]
     for task in alone:
         np.testing.assert_allclose(batched[task][2], alone[task][0], atol=1e-5)
 
@@ -179,9 +176,7 @@ def damaged_dir(tiny_model_dir, tmp_path):
 
 def test_missing_model_file_refuses_to_start(damaged_dir):
     (damaged_dir / "model.int8.onnx").unlink()
-    with pytest.raises(
-        ModelError, match=r"model.int8.onnx \(int8\) is missing: restore it with `git checkout --"
-    ):
+    with pytest.raises(ModelError, match=r"model.int8.onnx \(int8\) is missing: restore it with `git checkout --"):
         OnnxEngine(damaged_dir, "int8", [CPU])
 
 
@@ -229,9 +224,22 @@ def test_concurrent_scoring_matches_sequential(engine):
 
 
 def test_serving_path_never_imports_torch():
-    code = (
-        "import sys, moderation.infer, moderation.tokenize, moderation.models.manifest;"
-        "print('torch' in sys.modules)"
-    )
+    code = "import sys, moderation.infer, moderation.tokenize, moderation.models.manifest;print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available")
+def test_cuda_fallback_is_detected_and_serves_the_cpu_variant(tiny_model_dir, monkeypatch, caplog):
+    # Pretend this onnxruntime build offers CUDA: ORT then tries it, cannot use it, and falls back
+    # to CPU exactly as onnxruntime-gpu does without a usable driver.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    with caplog.at_level("WARNING", logger="moderation.infer"):
+        engine = OnnxEngine(tiny_model_dir, "auto", [CUDA, CPU])
+    assert engine.provider == CPU
+    assert engine.variant == "int8"  # auto chose fp32 for CUDA, then the CPU variant after the fallback
+    assert engine.info()["iobinding"] is False
+    assert "CUDA was requested but ONNX Runtime fell back" in caplog.text
+    assert engine.score(TEXTS[:1])[0]["spam"].keys() == {"ham", "spam"}
+    with pytest.raises(ProviderError, match="CUDA libraries"):
+        OnnxEngine(tiny_model_dir, "auto", [CUDA, CPU], require_provider=CUDA)

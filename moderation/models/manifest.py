@@ -48,9 +48,7 @@ class TaskSpec(BaseModel):
         if self.kind == "multiclass" and len(self.labels) < 2:
             raise ValueError("a multiclass task needs at least two labels")
         if isinstance(self.temperature, list) and len(self.temperature) != len(self.labels):
-            raise ValueError(
-                f"{len(self.temperature)} temperatures for {len(self.labels)} labels; need one per label"
-            )
+            raise ValueError(f"{len(self.temperature)} temperatures for {len(self.labels)} labels; need one per label")
         return self
 
 

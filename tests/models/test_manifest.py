@@ -66,16 +66,12 @@ def test_missing_file_names_it_and_says_how_to_restore(model_dir):
 def test_corrupt_file_is_a_sha256_mismatch(model_dir):
     path = model_dir / "model.fp32.onnx"
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(
-        ModelError, match=r"model.fp32.onnx \(fp32\) is corrupt \(sha256 mismatch.*git checkout"
-    ):
+    with pytest.raises(ModelError, match=r"model.fp32.onnx \(fp32\) is corrupt \(sha256 mismatch.*git checkout"):
         verify_all(model_dir, load_manifest(model_dir))
 
 
 def test_git_lfs_pointer_is_recognised(model_dir):
-    (model_dir / "model.int8.onnx").write_text(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"
-    )
+    (model_dir / "model.int8.onnx").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
     with pytest.raises(ModelError, match=r"git lfs pull"):
         verify_file(model_dir, load_manifest(model_dir), "int8")
 
@@ -116,11 +112,7 @@ def test_manifest_not_json(model_dir):
             "at least two labels",
         ),
         (
-            {
-                "tasks": {
-                    "tox": {"kind": "multilabel", "output": "t", "labels": ["a", "b"], "temperature": [1.0]}
-                }
-            },
+            {"tasks": {"tox": {"kind": "multilabel", "output": "t", "labels": ["a", "b"], "temperature": [1.0]}}},
             "1 temperatures for 2 labels",
         ),
         (
