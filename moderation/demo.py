@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,9 +23,9 @@ from rich.live import Live
 from rich.table import Table
 
 from moderation.broker import LocalKafka
-from moderation.broker.local import free_port
 from moderation.decode import decode_post
-from moderation.errors import InputError, ModerationError
+from moderation.errors import InputError
+from moderation.launch import WorkerProcess
 from moderation.settings import Settings, load_settings
 from moderation.tools import produce_lines
 
@@ -196,22 +190,6 @@ def _parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").splitlines()[-15:]
-            raise ModerationError("the worker exited during start-up:\n  " + "\n  ".join(tail))
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise ModerationError(f"the worker was not ready after {timeout_s:.0f}s; see {log_path}")
-
-
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     console = Console()
@@ -221,24 +199,14 @@ def run(args: argparse.Namespace) -> int:
     run_id = f"r{int(time.time())}"
     lines, texts = stamp(sample_lines(), run_id, args.repeat, settings)
     bad = len(lines) - len(texts)
-    http_port = free_port()
     log_path = Path(settings.cache_dir) / "demo-worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "MODERATION_BOOTSTRAP_SERVERS": bootstrap,
-        "MODERATION_HTTP_PORT": str(http_port),
-        "MODERATION_LOG_FORMAT": "json",
-    }
+    log_path.unlink(missing_ok=True)
     console.print(f"[bold]Starting a worker[/] (logs: {log_path}) …")
-    with open(log_path, "wb") as log_file:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "moderation.cli", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
+    worker = WorkerProcess("demo-worker", {"MODERATION_BOOTSTRAP_SERVERS": bootstrap}, log_path)
     code = 1
     try:
         with console.status("loading models and joining the consumer group …"):
-            wait_ready(f"http://127.0.0.1:{http_port}/readyz", worker, 180, log_path)
+            worker.wait_ready(180)
         console.print(f"Worker ready. Streaming {len(lines)} posts ({bad} malformed) at {args.rate:.0f}/s.")
         tally = Tally(expected_valid=len(texts), expected_bad=bad)
         start = time.perf_counter()
@@ -248,12 +216,7 @@ def run(args: argparse.Namespace) -> int:
         summary(console, tally, elapsed)
         code = 0 if tally.done() else 1
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=settings.shutdown_grace_s + 10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        console.print(f"Worker stopped (exit {worker.returncode}).")
+        console.print(f"Worker stopped (exit {worker.terminate(settings.shutdown_grace_s + 10)}).")
         if started.started:
             kafka.down()
     return code

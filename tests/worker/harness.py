@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +13,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from moderation import launch
+from moderation.errors import ModerationError
+
 OUTPUTS = ("decisions", "allowed", "review", "blocked", "llm-review", "dlq")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -43,9 +33,8 @@ class Setup:
     def topic(self, output: str) -> str:
         return f"{self.input_topic}.{output}"
 
-    def env(self, http_port: int, worker_id: str) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = {
-            **os.environ,
             "MODERATION_BOOTSTRAP_SERVERS": self.bootstrap,
             "MODERATION_INPUT_TOPIC": self.input_topic,
             "MODERATION_GROUP_ID": f"{self.input_topic}-group",
@@ -57,10 +46,7 @@ class Setup:
             "MODERATION_DLQ_TOPIC": self.topic("dlq"),
             "MODERATION_MODEL_DIR": str(self.model_dir),
             "MODERATION_POLICY_FILE": str(self.policy_file),
-            "MODERATION_HTTP_PORT": str(http_port),
             "MODERATION_CACHE_DIR": str(self.workdir / "cache"),
-            "MODERATION_LOG_FORMAT": "json",
-            "MODERATION_WORKER_ID": worker_id,
             "MODERATION_SHUTDOWN_GRACE_S": "15",
         }
         env.update(self.extra_env)
@@ -75,64 +61,18 @@ class Setup:
             await admin.close()
 
 
-class WorkerProcess:
-    """``moderation worker`` as a subprocess, exactly as a user (or Kubernetes) runs it."""
+class WorkerProcess(launch.WorkerProcess):
+    """A worker of one test deployment; its log lives in the test's tmp dir."""
 
     def __init__(self, setup: Setup, name: str) -> None:
         self.setup = setup
-        self.name = name
-        self.http_port = free_port()
-        self.log_path = setup.workdir / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moderation.cli", "worker"],
-            env=setup.env(self.http_port, name),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url(path), timeout=3) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        super().__init__(name, setup.env(), setup.workdir / f"{name}.log")
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker {self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def log_lines(self) -> list[bytes]:
-        return [line for line in self.log_path.read_bytes().splitlines() if line.strip()]
-
-    def terminate(self, timeout_s: float = 40) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout_s)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.wait(10)
-
-    def wait(self, timeout_s: float) -> int:
         try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            self._log.close()
+            super().wait_ready(timeout_s)
+        except ModerationError as exc:
+            raise AssertionError(str(exc)) from None
 
 
 async def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes]], rate: float = 0) -> int:

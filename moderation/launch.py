@@ -1,0 +1,95 @@
+"""Start real ``moderation worker`` processes locally — for the demo, benchmarks, load tests and tests.
+
+A worker is started exactly as Kubernetes starts it (a process configured by ``MODERATION_*``
+environment variables) and judged ready the way Kubernetes judges it (``/readyz``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from moderation.errors import ModerationError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """One ``moderation worker`` subprocess with its own HTTP port and log file."""
+
+    def __init__(self, name: str, env: Mapping[str, str], log_path: Path, http_port: int | None = None) -> None:
+        self.name = name
+        self.http_port = http_port or free_port()
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        full_env = {
+            **os.environ,
+            "MODERATION_LOG_FORMAT": "json",
+            "MODERATION_WORKER_ID": name,
+            **env,
+            "MODERATION_HTTP_PORT": str(self.http_port),
+        }
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moderation.cli", "worker"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str, timeout_s: float = 3) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout_s) as resp:
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ModerationError(
+                    f"worker {self.name} exited during start-up (code {self.proc.returncode}):\n{self.log_tail()}"
+                )
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        raise ModerationError(f"worker {self.name} was not ready after {timeout_s:.0f}s; log: {self.log_path}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_lines(self) -> list[bytes]:
+        return [line for line in self.log_path.read_bytes().splitlines() if line.strip()]
+
+    def terminate(self, timeout_s: float = 40) -> int:
+        """SIGTERM, then wait; SIGKILL if it outlasts ``timeout_s`` (and return its code)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
