@@ -78,7 +78,6 @@ class WorkerMetrics:
         self.policy_reloads = Counter(
             "moderation_policy_reloads_total", "Policy reload attempts, by outcome.", ["outcome"], registry=r
         )
-        self.ready = Gauge("moderation_ready", "1 when models are loaded and the consumer is running.", registry=r)
 
     def observe_batch(self, result: BatchResult, produce_seconds: float) -> None:
         size = len(result.moderated) + len(result.rejected)

@@ -85,14 +85,12 @@ def create_app(
     posts = app.topic(
         settings.input_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
-    state: dict[str, Any] = {"assigned": False, "agent_running": False}
 
     async def send(record: OutRecord) -> Any:
         return await app.producer.send(record.topic, record.key, record.value, None, None, record.headers)
 
     @app.agent(posts, concurrency=1)  # type: ignore[arg-type]  # noack_take lives on Stream, not StreamT
     async def moderate(stream: faust.Stream) -> None:
-        state["agent_running"] = True
         async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_ms / 1000):
             if service.draining:
                 continue  # left un-acked: consumed again after the restart
@@ -129,17 +127,18 @@ def create_app(
         consumer = app.consumer
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
-            position = await consumer.position(tp) if hasattr(consumer, "position") else None
+            # lag as KEDA sees it: log end − committed offset (fetch position until the first commit)
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            position = committed if committed is not None else await consumer.position(tp)
             if highwater is not None and position is not None:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance(sender: Any, **_: Any) -> None:
-        state["assigned"] = True
+        service.readiness.consumer_assigned = True
         parts = sorted(f"{tp.topic}/{tp.partition}" for tp in app.consumer.assignment())
         log.info("partitions_assigned", partitions=parts)
 
-    app.moderation_state = state  # type: ignore[attr-defined]
     return app
 
 
@@ -159,6 +158,7 @@ class GracefulWorker(faust.Worker):
 
     def __init__(self, app: faust.App, service: ModerationService, grace_s: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
+        self.spinner = None  # faust's terminal spinner writes escape codes into JSON log streams
         self.service = service
         self.grace_s = grace_s
         self._draining_task: asyncio.Future[None] | None = None
@@ -176,7 +176,7 @@ class GracefulWorker(faust.Worker):
     async def _drain_then_stop(self, sig: signal.Signals) -> None:
         log = get_logger("moderation.worker", worker_id=self.service.worker_id)
         log.info("shutdown_requested", signal=sig.name, grace_s=self.grace_s)
-        self.service.draining = True
+        self.service.start_draining()
         try:
             await asyncio.wait_for(self.service.idle.wait(), self.grace_s * 0.8)
             await asyncio.wait_for(self.app.consumer.commit(), max(1.0, self.grace_s * 0.2))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any
 
 from moderation.dedupe import ScoreCache
 from moderation.emit import Topics
@@ -21,7 +20,7 @@ from moderation.pipeline import Pipeline
 from moderation.policy import PolicyStore
 from moderation.settings import Settings, load_settings
 from moderation.worker.app import GracefulWorker, check_policy, create_app, default_worker_id, ensure_topics
-from moderation.worker.http import build_http_app, start_http
+from moderation.worker.http import Readiness, build_http_app, start_http
 from moderation.worker.service import ModerationService
 
 
@@ -35,26 +34,14 @@ def serve(settings: Settings) -> int:
     worker_id = settings.worker_id or default_worker_id()
     log = get_logger("moderation.worker", worker_id=worker_id)
     metrics = WorkerMetrics()
-    status: dict[str, Any] = {"models": False, "provider": None, "app": None, "service": None}
-
-    def ready() -> tuple[bool, dict[str, Any]]:
-        app, service = status["app"], status["service"]
-        consumer_ok = bool(app is not None and app.moderation_state["assigned"])
-        draining = bool(service is not None and service.draining)
-        ok = status["models"] and consumer_ok and not draining
-        return ok, {
-            "models_loaded": status["models"],
-            "provider": status["provider"],
-            "consumer_assigned": consumer_ok,
-            "draining": draining,
-        }
+    readiness = Readiness()
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    runner = loop.run_until_complete(start_http(build_http_app(metrics, ready), settings.http_port))
+    runner = loop.run_until_complete(start_http(build_http_app(metrics, readiness.check), settings.http_port))
     log.info("starting", http_port=settings.http_port, bootstrap=settings.bootstrap_servers)
     try:
-        service, policies = loop.run_until_complete(_load(settings, metrics, worker_id))
+        service, policies = loop.run_until_complete(_load(settings, metrics, worker_id, readiness))
         loop.run_until_complete(ensure_topics(settings, [settings.input_topic, *Topics.from_settings(settings).all()]))
     except ModerationError as exc:
         log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__)
@@ -64,11 +51,8 @@ def serve(settings: Settings) -> int:
         log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__)
         loop.run_until_complete(runner.cleanup())
         return 3
-    status.update(models=True, provider=service.model_info["provider"], service=service)
-    metrics.ready.set(1)
-
+    readiness.models_loaded, readiness.provider = True, service.model_info["provider"]
     app = create_app(settings, service, policies, metrics)
-    status["app"] = app
     loop.add_signal_handler(signal.SIGHUP, check_policy, policies, metrics, log)
     worker = GracefulWorker(
         app,
@@ -96,7 +80,9 @@ def serve(settings: Settings) -> int:
     return code
 
 
-async def _load(settings: Settings, metrics: WorkerMetrics, worker_id: str) -> tuple[ModerationService, PolicyStore]:
+async def _load(
+    settings: Settings, metrics: WorkerMetrics, worker_id: str, readiness: Readiness
+) -> tuple[ModerationService, PolicyStore]:
     from moderation.infer import OnnxEngine  # imported here: ORT import is slow and not needed for --help
 
     loop = asyncio.get_running_loop()
@@ -121,6 +107,7 @@ async def _load(settings: Settings, metrics: WorkerMetrics, worker_id: str) -> t
         worker_id=worker_id,
         batch_timeout_s=settings.batch_timeout_s,
         inference_threads=settings.inference_threads,
+        readiness=readiness,
     )
     get_logger("moderation.worker").info("models_loaded", **model, policy=policies.policy.version)
     return service, policies

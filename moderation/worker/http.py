@@ -7,6 +7,7 @@ answering and Kubernetes restarts the pod.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from moderation.metrics import WorkerMetrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+@dataclass
+class Readiness:
+    """What /readyz reports: ready only with verified models, a joined group and no drain under way."""
+
+    models_loaded: bool = False
+    provider: str | None = None
+    consumer_assigned: bool = False
+    draining: bool = False
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.models_loaded and self.consumer_assigned and not self.draining
+        return ok, asdict(self)
 
 
 def build_http_app(metrics: WorkerMetrics, ready: ReadyCheck) -> web.Application:

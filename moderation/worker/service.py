@@ -18,6 +18,7 @@ from moderation.errors import ModerationError
 from moderation.logs import get_logger
 from moderation.metrics import WorkerMetrics
 from moderation.pipeline import BatchResult, Message, Pipeline
+from moderation.worker.http import Readiness
 
 # send(record) → awaitable that resolves when the broker acknowledged the record
 Send = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
@@ -38,6 +39,7 @@ class ModerationService:
         worker_id: str,
         batch_timeout_s: float,
         inference_threads: int = 1,
+        readiness: Readiness | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.topics = topics
@@ -48,7 +50,7 @@ class ModerationService:
         self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="ort")
         self.log = get_logger("moderation.worker", worker_id=worker_id)
         self.batches = 0
-        self.draining = False
+        self.readiness = readiness or Readiness()
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -93,6 +95,14 @@ class ModerationService:
             partitions=sorted({m.origin.partition for m in messages}),
         )
         return result
+
+    @property
+    def draining(self) -> bool:
+        return self.readiness.draining
+
+    def start_draining(self) -> None:
+        """Stop taking new batches (and report not-ready) while the one in flight finishes."""
+        self.readiness.draining = True
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

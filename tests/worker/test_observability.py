@@ -1,0 +1,113 @@
+"""Seeing into a running worker: metrics that add up, probes that tell the truth, logs without text."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from moderation.worker.http import Readiness
+from tests.worker.harness import CORPUS, Setup, WorkerProcess, mixed_stream, produce, read_topic
+
+
+def scrape(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body = worker.get("/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def total(samples: dict, name: str, **match: str) -> float:
+    return sum(v for (n, labels), v in samples.items() if n == name and all((k, w) in labels for k, w in match.items()))
+
+
+async def test_metrics_add_up_and_logs_are_json_without_text(deployment: Setup) -> None:
+    messages, valid, bad = mixed_stream(1_000)
+    worker = WorkerProcess(deployment, "w-metrics")
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        await produce(deployment.bootstrap, deployment.input_topic, messages)
+        decisions = await read_topic(deployment.bootstrap, deployment.topic("decisions"), expect=len(valid))
+        await read_topic(deployment.bootstrap, deployment.topic("dlq"), expect=bad)
+        await asyncio.sleep(6)  # one lag report (every 5 s)
+        samples = await asyncio.to_thread(scrape, worker)
+    finally:
+        assert await asyncio.to_thread(worker.terminate) == 0
+
+    docs = [orjson.loads(r.value) for r in decisions]
+    actions = Counter(d["action"] for d in docs)
+    triggers = Counter(t for d in docs for t in d["triggers"])
+    assert len(docs) == len(valid)
+    assert total(samples, "moderation_posts_consumed_total") == len(messages)
+    for action in ("allow", "review", "block"):
+        assert total(samples, "moderation_decisions_total", action=action) == actions[action]
+    assert total(samples, "moderation_dlq_records_total") == bad
+    for trigger, count in triggers.items():
+        assert total(samples, "moderation_escalations_total", trigger=trigger) == count
+    hits, misses = total(samples, "moderation_cache_hits_total"), total(samples, "moderation_cache_misses_total")
+    assert hits + misses == len(valid) and misses <= 97 * len(CORPUS)  # the stream repeats texts
+    assert total(samples, "moderation_batch_size_count") >= 1
+    assert total(samples, "moderation_batch_size_sum") == len(messages)
+    for stage in ("decode", "infer", "policy", "produce"):
+        assert total(samples, "moderation_stage_duration_seconds_count", stage=stage) >= 1
+    assert total(samples, "moderation_model_info", provider="CPUExecutionProvider", variant="int8") == 1
+    assert total(samples, "moderation_policy_info", version="tiny-test-1") == 1
+    lag = [v for (n, labels), v in samples.items() if n == "moderation_consumer_lag"]
+    assert lag and all(v == 0 for v in lag)  # drained: nothing left behind the log end
+
+    lines = worker.log_lines()
+    events = [orjson.loads(line) for line in lines]  # every line is one JSON event
+    names = Counter(e["event"] for e in events)
+    assert names["models_loaded"] == 1 and names["batch"] >= 1 and names["stopped"] == 1
+    assert names["batch"] < len(messages) / 4  # one event per batch, never one per post
+    raw = b"\n".join(lines)
+    assert not any(text.encode() in raw for text in CORPUS)  # no post text at default settings
+
+
+def test_readiness_rules() -> None:
+    r = Readiness()
+    assert r.check()[0] is False
+    r.models_loaded = True
+    assert r.check() == (
+        False,
+        {"models_loaded": True, "provider": None, "consumer_assigned": False, "draining": False},
+    )
+    r.consumer_assigned = True
+    assert r.check()[0] is True
+    r.draining = True
+    assert r.check()[0] is False
+
+
+async def test_ready_only_after_models_load(deployment: Setup) -> None:
+    worker = WorkerProcess(deployment, "w-ready")
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        status, body = worker.get("/readyz")
+        doc = orjson.loads(body)
+        assert status == 200 and doc["models_loaded"] and doc["provider"] == "CPUExecutionProvider"
+        assert worker.get("/healthz")[0] == 200
+    finally:
+        assert await asyncio.to_thread(worker.terminate) == 0
+
+
+async def test_corrupt_model_fails_fast_with_a_clear_log_line(deployment: Setup, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(deployment.model_dir, broken)
+    with open(broken / "model.int8.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"corrupted!")
+    deployment.model_dir = broken
+    worker = WorkerProcess(deployment, "w-corrupt")
+    code = await asyncio.to_thread(worker.proc.wait, 60)
+    assert code == 2
+    events = [orjson.loads(line) for line in worker.log_lines()]
+    failure = next(e for e in events if e["event"] == "startup_failed")
+    assert "model.int8.onnx" in failure["error"] and "sha256" in failure["error"]
+    assert "moderation models build" in failure["error"] or "git checkout" in failure["error"]
