@@ -1,0 +1,80 @@
+# Entry points for people and CI. Tools always run from .venv, never from whatever is on PATH.
+#   make demo   set everything up and run the main job
+#   make test   set everything up and run lint, type checks and the tests (against a real broker)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: help setup setup-train kafka kafka-down kafka-status lint typecheck test demo models models-eval \
+	bench bench-engine bench-gpu loadtest k8s clean
+
+help: ## Show the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when pyproject.toml changes (or the stamp is missing).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## Create .venv if missing and install the project with its dev extras.
+
+setup-train: setup ## Also install the train extra (torch: several GB; only to rebuild the models).
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,train]'
+
+kafka: setup ## Start (or reuse) the local Kafka broker; prints its bootstrap address.
+	$(BIN)/moderation kafka up
+
+kafka-down: ## Stop the local Kafka broker (no-op when it is not running).
+	@if [ -x $(BIN)/moderation ]; then $(BIN)/moderation kafka down; else echo "no $(BIN)/moderation: nothing to stop"; fi
+
+kafka-status: ## Say whether the local broker runs, and where.
+	$(BIN)/moderation kafka status
+
+lint: setup ## ruff.
+	$(BIN)/ruff check .
+
+typecheck: setup ## mypy on the package.
+	$(BIN)/mypy moderation
+
+# The Kafka tests start (or reuse) the broker themselves and fail, never skip, when it cannot run.
+test: setup lint typecheck ## Lint, type-check and run every test, integration tests included.
+	$(BIN)/pytest -ra
+
+demo: setup ## Set up, start the broker and a worker, stream the sample posts, show decisions live, stop.
+	$(BIN)/moderation demo
+
+DATA ?= ../shared/data
+models: setup-train ## Rebuild the models from $(DATA) (train extra; ~45 min on 2 CPU cores).
+	$(BIN)/moderation models build --data-dir $(DATA)
+
+models-eval: setup ## Evaluate the shipped models on the held-out test splits; rewrites MODEL_CARD.md.
+	$(BIN)/moderation models eval --data-dir $(DATA)
+
+bench: setup ## End-to-end benchmark through the real broker: shipped worker vs naive; writes BENCHMARKS.md.
+	$(BIN)/moderation bench pipeline --out BENCHMARKS.md
+
+bench-engine: setup ## The inference engine alone on CPU (int8 vs fp32, by batch size).
+	$(BIN)/moderation bench engine --out bench-results/engine.json
+
+bench-gpu: setup ## The engine on an NVIDIA GPU (fp16, buckets x batch x IOBinding); refuses without CUDA.
+	$(BIN)/moderation bench gpu --out bench-results/gpu.json
+
+LOAD_RATE ?= 14
+LOAD_DURATION ?= 60s
+loadtest: setup ## Locust, headless, against the local broker + a worker at 50k posts/hour; HTML + CSV report.
+	@echo "loadtest: not written yet (issue 6)"; exit 2
+
+k8s: setup ## Render every kustomize overlay to k8s/rendered/ (the tests validate them).
+	@echo "k8s: not written yet (issue 6)"; exit 2
+
+clean: ## Remove caches and build output (keeps .venv and the Kafka jar cache).
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
