@@ -56,6 +56,7 @@ models: setup-train ## Rebuild the models from $(DATA) (train extra; ~45 min on 
 	$(BIN)/moderation models build --data-dir $(DATA)
 
 models-eval: setup ## Evaluate the shipped models on the held-out test splits; rewrites MODEL_CARD.md.
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,eval]'
 	$(BIN)/moderation models eval --data-dir $(DATA)
 
 bench: setup ## End-to-end benchmark through the real broker: shipped worker vs naive; writes BENCHMARKS.md.

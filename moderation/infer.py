@@ -9,6 +9,7 @@ cannot be loaded; ``require_provider`` turns that fallback into a start-up error
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -37,7 +38,9 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 class Scorer(Protocol):
     """Anything that turns texts into per-task, per-label probabilities."""
 
-    def score(self, texts: Sequence[str]) -> list[Scores]: ...
+    def score(self, texts: Sequence[str], timings: dict[str, float] | None = None) -> list[Scores]:
+        """Scores in input order; adds seconds per stage (``tokenize``, ``infer``) to ``timings``."""
+        ...
 
 
 def choose_variant(requested: str, cuda_active: bool, available: Mapping[str, bool]) -> str:
@@ -222,9 +225,19 @@ class OnnxEngine:
             by_name = dict(zip(names, self.session.run(names, feeds), strict=True))
         return {task: np.asarray(by_name[out], dtype=np.float32) for task, out in self._tasks.items()}
 
-    def score_arrays(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def score_arrays(self, texts: Sequence[str], timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """Probabilities as arrays (task → ``[len(texts), n_labels]``), rows in input order."""
+        started = time.perf_counter()
         ids = self.tokenizer.token_ids(texts)
+        if timings is not None:
+            timings["tokenize"] = timings.get("tokenize", 0.0) + time.perf_counter() - started
+        try:
+            return self._run_tokenized(ids)
+        finally:
+            if timings is not None:
+                timings["infer"] = timings.get("infer", 0.0) + time.perf_counter() - started - timings["tokenize"]
+
+    def _run_tokenized(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
         if not ids:
             return {task: np.zeros((0, len(labels)), np.float32) for task, labels in self.labels.items()}
         if not self.split_by_bucket:
@@ -239,9 +252,9 @@ class OnnxEngine:
                 result[task][rows] = values
         return result
 
-    def score(self, texts: Sequence[str]) -> list[Scores]:
+    def score(self, texts: Sequence[str], timings: dict[str, float] | None = None) -> list[Scores]:
         """Per-post ``{task: {label: probability}}`` in input order."""
-        arrays = self.score_arrays(texts)
+        arrays = self.score_arrays(texts, timings)
         per_task = [(task, self.labels[task], arrays[task].tolist()) for task in self.labels]
         return [
             {task: dict(zip(labels, rows[i], strict=True)) for task, labels, rows in per_task}

@@ -549,6 +549,9 @@ def bootstrap_from_state(settings: Settings | None = None) -> str | None:
 
 
 def resolve_bootstrap(settings: Settings | None = None) -> str:
-    """The local broker's address when one runs, else the configured ``bootstrap_servers``."""
+    """An explicitly configured ``bootstrap_servers`` (env or argument) wins; else the local broker's
+    address when one runs; else the default."""
     settings = settings or Settings()
+    if "bootstrap_servers" in settings.model_fields_set:
+        return settings.bootstrap_servers
     return bootstrap_from_state(settings) or settings.bootstrap_servers

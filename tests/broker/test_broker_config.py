@@ -172,3 +172,11 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
     assert tail(log) == ""
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail(log, 3) == "line 97\nline 98\nline 99"
+
+
+def test_explicit_bootstrap_wins_over_the_local_state_file(tmp_path: Path) -> None:
+    from moderation.broker import resolve_bootstrap
+    from moderation.settings import Settings
+
+    assert resolve_bootstrap(Settings(kafka_state_dir=tmp_path)) == "127.0.0.1:9092"  # nothing runs: default
+    assert resolve_bootstrap(Settings(kafka_state_dir=tmp_path, bootstrap_servers="kafka:9093")) == "kafka:9093"

@@ -55,7 +55,7 @@ async def test_metrics_add_up_and_logs_are_json_without_text(deployment: Setup) 
     assert hits + misses == len(valid) and misses <= 97 * len(CORPUS)  # the stream repeats texts
     assert total(samples, "moderation_batch_size_count") >= 1
     assert total(samples, "moderation_batch_size_sum") == len(messages)
-    for stage in ("decode", "infer", "policy", "produce"):
+    for stage in ("decode", "tokenize", "infer", "policy", "produce"):
         assert total(samples, "moderation_stage_duration_seconds_count", stage=stage) >= 1
     assert total(samples, "moderation_model_info", provider="CPUExecutionProvider", variant="int8") == 1
     assert total(samples, "moderation_policy_info", version="tiny-test-1") == 1
