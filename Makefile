@@ -71,7 +71,7 @@ bench-gpu: setup ## The engine on an NVIDIA GPU (fp16, buckets x batch x IOBindi
 LOAD_RATE ?= 14
 LOAD_DURATION ?= 60s
 loadtest: setup ## Locust, headless, against the local broker + a worker at 50k posts/hour; HTML + CSV report.
-	@echo "loadtest: not written yet (issue 6)"; exit 2
+	$(BIN)/python -m moderation.loadtest --rate $(LOAD_RATE) --duration $(LOAD_DURATION) --out loadtest/report
 
 k8s: setup ## Render every kustomize overlay to k8s/rendered/ (the tests validate them).
 	@echo "k8s: not written yet (issue 6)"; exit 2

@@ -6,6 +6,7 @@ environment variables) and judged ready the way Kubernetes judges it (``/readyz`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,10 +15,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from moderation.errors import ModerationError
+from moderation.errors import BrokerError, ModerationError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from moderation.settings import Settings
 
 
 def free_port() -> int:
@@ -93,3 +100,28 @@ class WorkerProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def kafka_broker(settings: Settings, console: Console | None = None) -> Iterator[str]:
+    """Bootstrap address of the broker to run against, for load tests and benchmarks.
+
+    An explicitly set ``MODERATION_BOOTSTRAP_SERVERS`` must answer and is used as is. Otherwise the
+    project's local broker: reused if it runs, else started here and stopped on exit.
+    """
+    from moderation.broker import LocalKafka, probe
+    from moderation.broker.config import parse_host_port
+
+    if "bootstrap_servers" in settings.model_fields_set:
+        host, port = parse_host_port(settings.bootstrap_servers)
+        if not probe.is_ready(host, port, timeout_s=5.0):
+            raise BrokerError(f"MODERATION_BOOTSTRAP_SERVERS={settings.bootstrap_servers} does not answer")
+        yield settings.bootstrap_servers
+        return
+    kafka = LocalKafka(settings, console)
+    up = kafka.up()
+    try:
+        yield up.state.bootstrap
+    finally:
+        if up.started:
+            kafka.down()
