@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=None, help="Time budget per measurement.")
     bench.add_argument("--batch-sizes", default=None, help="Comma-separated batch sizes (engine, gpu).")
     bench.add_argument("--variants", default=None, help="Comma-separated model variants (engine: int8,fp32).")
+    bench.add_argument("--posts", type=int, default=None, help="Posts per throughput run (pipeline).")
+    bench.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for numbers (pipeline).")
     bench.set_defaults(handler=_bench)
 
     worker = sub.add_parser("worker", help="Run a stream worker (faust agent) until SIGTERM.")
