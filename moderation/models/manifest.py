@@ -29,6 +29,9 @@ class FileEntry(BaseModel):
     path: str
     sha256: str | None = Field(None, description="Hex digest; absent only for derived files (fp16).")
     derived_from: str | None = Field(None, description="Variant this file is generated from, if any.")
+    optional: bool = Field(
+        False, description="Not shipped in the repository (fp32: size; fp16: derived); only checked when used."
+    )
 
 
 class TaskSpec(BaseModel):
@@ -141,7 +144,9 @@ def file_path(model_dir: Path, manifest: Manifest, key: str) -> Path:
 
 def _fix_hint(entry: FileEntry, path: Path) -> str:
     if entry.derived_from == "fp32" and entry.sha256 is None:
-        return "create it with `moderation models fp16`"
+        return "create it with `moderation models fp16` (needs the fp32 file)"
+    if entry.optional:
+        return f"it is not shipped in the repository: {REBUILD_HINT} (`make models`, train extra)"
     return f"restore it with `git checkout -- {path}` or {REBUILD_HINT}"
 
 
@@ -169,10 +174,12 @@ def verify_file(model_dir: Path, manifest: Manifest, key: str) -> Path:
 
 
 def verify_all(model_dir: Path, manifest: Manifest, include_derived: bool = False) -> dict[str, Path]:
-    """Verify every listed file (derived ones only if asked, since they are not committed)."""
+    """Verify every listed file (derived and optional ones only if asked, since they are not committed)."""
     checked: dict[str, Path] = {}
     for key, entry in manifest.files.items():
         if entry.derived_from is not None and entry.sha256 is None and not include_derived:
+            continue
+        if entry.optional and not include_derived and not (Path(model_dir) / entry.path).is_file():
             continue
         checked[key] = verify_file(model_dir, manifest, key)
     return checked
