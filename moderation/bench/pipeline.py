@@ -51,6 +51,7 @@ from moderation.bench.workload import length_profile, synthesize, vocabulary_wor
 from moderation.broker import KAFKA_VERSION
 from moderation.dedupe import text_key
 from moderation.errors import ConfigError, ModerationError
+from moderation.infer import OnnxEngine
 from moderation.launch import WorkerProcess, kafka_broker
 from moderation.settings import Settings, load_settings
 from moderation.tokenize import TextTokenizer
@@ -409,6 +410,17 @@ class Bench:
         return result
 
 
+def engine_ceiling(engine: OnnxEngine, texts: Sequence[str], batch: int, seconds: float) -> dict[str, float]:
+    """The engine alone on the same posts, one per call and ``batch`` per call: what Kafka-free scoring costs."""
+    from moderation.bench.engine import measure
+
+    out: dict[str, float] = {}
+    for size in (1, batch):
+        _, wall, done = measure(engine.score, texts, size, seconds)
+        out[f"batch_{size}_posts_per_s"] = done / wall
+    return out
+
+
 # --- report ----------------------------------------------------------------------------------------------
 
 
@@ -420,13 +432,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(settings: Settings) -> dict[str, Any]:
+def machine(settings: Settings, engine: OnnxEngine) -> dict[str, Any]:
     import onnxruntime as ort
 
     from moderation.bench.engine import _git_commit
-    from moderation.infer import OnnxEngine
 
-    engine = OnnxEngine.from_settings(settings, warmup=False)
     info = engine.info()
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -513,6 +523,8 @@ def markdown(result: dict[str, Any], plot_link: str, json_link: str) -> str:
         f"Latency (produce → decision received) is measured at {result['latency_rate']:g} posts/s for both, half "
         "the slower worker's throughput, so neither is saturated.",
         "",
+        engine_line(result),
+        "",
         "### Throughput vs batch size (shipped worker)",
         "",
         f"![throughput vs max_batch]({plot_link})",
@@ -558,6 +570,21 @@ def markdown(result: dict[str, Any], plot_link: str, json_link: str) -> str:
     return "\n".join(lines)
 
 
+def engine_line(result: dict[str, Any]) -> str:
+    """How close each worker gets to the engine's own speed (the ceiling no worker can pass)."""
+    alone = result["engine_alone"]
+    tput = {t["worker"]: t for t in result["throughput"]}
+    batch = tput[SHIPPED]["max_batch"]
+    one, many = alone["batch_1_posts_per_s"], alone[f"batch_{batch}_posts_per_s"]
+    return (
+        f"For scale, the engine alone (tokenize + ONNX Runtime, no Kafka) on the same posts in the same run: "
+        f"{_fmt(one)} posts/s one post per call, {_fmt(many)} posts/s {batch} per call "
+        f"({many / one:.1f}× from batching on this machine). The shipped worker reaches "
+        f"{tput[SHIPPED]['posts_per_s'] / many:.0%} of the batched engine; the naive worker "
+        f"{tput[NAIVE]['posts_per_s'] / one:.0%} of the one-at-a-time engine."
+    )
+
+
 def print_tables(console: Console, result: dict[str, Any]) -> None:
     table = Table(title="End to end through Kafka: shipped vs naive worker")
     for col in ("worker", "posts/s", "p50 ms", "p99 ms", "decided"):
@@ -574,6 +601,7 @@ def print_tables(console: Console, result: dict[str, Any]) -> None:
         f"shipped / naive throughput: [bold]{result['ratio']:.1f}×[/]  "
         f"(latency at {result['latency_rate']:g} posts/s for both)"
     )
+    console.print(engine_line(result))
     sweep = Table(title="Shipped worker: throughput vs MODERATION_MAX_BATCH")
     sweep.add_column("max_batch", justify="right")
     sweep.add_column("posts/s", justify="right")
@@ -629,15 +657,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or "BENCHMARKS.md")
     results_dir = out.parent / "bench-results"
     console = Console()
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # leader-election retries on fresh topics are noise
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader-election retries on fresh topics are noise
     settings = load_settings()
     default_batch = settings.max_batch
     if default_batch not in batches:
         batches = tuple(sorted({*batches, default_batch}))
 
-    env = machine(settings)
-    tokenizer = TextTokenizer(Path(settings.model_dir) / "tokenizer.json", 128, settings.bucket_lengths())
+    engine = OnnxEngine.from_settings(settings)
+    env = machine(settings, engine)
+    tokenizer = engine.tokenizer
     texts = distinct_posts(tokenizer, max(n, 4 * n // 3, 400))
+    with console.status("the engine alone on the same posts (no Kafka) …"):
+        ceiling = engine_ceiling(engine, texts[:n], default_batch, seconds=1.0 if quick else 4.0)
+    del engine
     if env["load_avg_before"] > 0.5 * (os.cpu_count() or 1):
         console.print(
             f"[yellow]warning: load average {env['load_avg_before']} before the run: something else uses the "
@@ -671,6 +703,7 @@ def run(args: argparse.Namespace) -> int:
         "partitions": settings.topic_partitions,
         "latency_seconds": seconds,
         "posts_profile": length_profile(tokenizer, texts[:n]),
+        "engine_alone": ceiling,
         **measured,
     }
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,5 @@ def test_quick_run_measures_both_workers_through_kafka(
     assert "| worker | sustained posts/s |" in md and "](bench-results/throughput_vs_batch.png)" in md
     assert f"{result['ratio']:.1f}×" in md and "moderation bench pipeline --quick" in md
     assert result["machine"]["cpu_count"] and result["machine"]["onnxruntime"]
+    assert set(result["engine_alone"]) == {"batch_1_posts_per_s", "batch_64_posts_per_s"}
+    assert all(v > 0 for v in result["engine_alone"].values()) and "the engine alone" in md
