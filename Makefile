@@ -73,8 +73,15 @@ LOAD_DURATION ?= 60s
 loadtest: setup ## Locust, headless, against the local broker + a worker at 50k posts/hour; HTML + CSV report.
 	$(BIN)/python -m moderation.loadtest --rate $(LOAD_RATE) --duration $(LOAD_DURATION) --out loadtest/report
 
-k8s: setup ## Render every kustomize overlay to k8s/rendered/ (the tests validate them).
-	@echo "k8s: not written yet (issue 6)"; exit 2
+# kustomize (pinned, built from the Go module proxy) and the Strimzi schemas (npm) go to
+# $MODERATION_TOOLS_DIR (default ~/.cache/moderation/tools); tests/deploy uses the same place.
+k8s: setup ## Install the pinned kustomize, render every overlay to k8s/rendered/, validate them (tests/deploy).
+	bash deploy/tools/install-k8s-tools.sh
+	@tools="$${MODERATION_TOOLS_DIR:-$$HOME/.cache/moderation/tools}"; mkdir -p k8s/rendered; \
+	for dir in k8s/overlays/*/; do name=$$(basename "$$dir"); \
+		"$$tools/bin/kustomize" build "$$dir" > "k8s/rendered/$$name.yaml" || exit 1; echo "k8s/rendered/$$name.yaml"; \
+	done
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy
 
 clean: ## Remove caches and build output (keeps .venv and the Kafka jar cache).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
