@@ -28,6 +28,7 @@ from rich.table import Table
 
 from moderation.bench.workload import length_profile, workloads
 from moderation.infer import CPU, OnnxEngine
+from moderation.models.manifest import has_file, load_manifest
 from moderation.settings import Settings, load_settings
 
 BATCH_SIZES = (1, 8, 32, 128)
@@ -140,7 +141,16 @@ def run(args: argparse.Namespace) -> int:
     seconds = float(args.seconds or 2.0)
     out = Path(args.out) if args.out else DEFAULT_OUT
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else BATCH_SIZES
-    variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
+    if args.variants:
+        variants = tuple(args.variants.split(","))
+    else:
+        manifest = load_manifest(settings.model_dir)
+        variants = tuple(v for v in VARIANTS if has_file(settings.model_dir, manifest, v))
+        if "fp32" not in variants:
+            console.print(
+                "[yellow]fp32 is not shipped in the repository (size): measuring int8 alone. Rebuild the "
+                "models (`make models`) to compare int8 with fp32 in the same run.[/yellow]"
+            )
 
     engines = {
         v: OnnxEngine.from_settings(settings, variant=v, providers=[CPU], require_provider=CPU) for v in variants
