@@ -564,7 +564,7 @@ def markdown(result: dict[str, Any], plot_link: str, json_link: str) -> str:
         f"- {env['kafka']}",
         f"- Load average before the run: {env['load_avg_before']}",
         "",
-        f"Raw numbers: [{json_link}]({json_link}).",
+        f"Raw numbers: `{json_link}`, written by each run (git-ignored).",
         "",
     ]
     return "\n".join(lines)
