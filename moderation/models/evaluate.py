@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,13 +420,24 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[Test
                 f"{_fmt(r.get('f1'))} | {_fmt(r.get('roc_auc'))} |"
             )
     agr = report["int8_vs_fp32"]
+    if "n_texts" in agr:
+        pol = agr.get("policy_actions", {})
+        quant = [
+            f"Decision agreement at the manifest's default thresholds (every review/block threshold + category "
+            f"argmax, all columns of a text at once) over {agr['n_texts']} test texts: **{agr['all_decisions']:.4f}** "
+            f"(target ≥ 0.99; per column {min(agr['per_decision_column']):.4f}–{max(agr['per_decision_column']):.4f}); "
+            f"max |Δp| {agr['max_abs_diff']:.4f}, mean |Δp| {agr['mean_abs_diff']:.5f}.",
+            "",
+            f"What users see — the action of the shipped policy (`{pol.get('policy_version')}`) with int8 vs fp32 "
+            f"scores: **{_fmt(pol.get('agreement'))}** agreement; changed: {pol.get('changed')}.",
+        ]
+    else:
+        quant = [f"{agr.get('note')}: decision agreement {_fmt(agr.get('all_decisions'))}."]
     lines += [
         "",
         "## int8 vs fp32",
         "",
-        f"Decision agreement at the manifest's default thresholds (every review/block threshold + category "
-        f"argmax) over {agr['n_texts']} test texts: **{agr['all_decisions']:.4f}** (target ≥ 0.99); "
-        f"max |Δp| {agr['max_abs_diff']:.4f}, mean |Δp| {agr['mean_abs_diff']:.5f}.",
+        *quant,
         "",
         "## HateCheck per functionality (int8, hate ≥ 0.5)",
         "",
@@ -485,6 +497,30 @@ def int8_vs_fp32(probs: dict[str, dict[str, np.ndarray]], thresholds: dict[str, 
     }
 
 
+def policy_action_agreement(probs: dict[str, dict[str, np.ndarray]], texts: Sequence[str]) -> dict[str, Any]:
+    """What users see: the default policy's allow/review/block action with int8 scores vs fp32 scores."""
+    from moderation.policy import decide, load_policy
+    from moderation.records import Post
+    from moderation.settings import DEFAULT_POLICY_FILE
+
+    policy = load_policy(DEFAULT_POLICY_FILE)
+
+    def action(variant: str, i: int) -> str:
+        scores = {
+            task: dict(zip(D.LABELS[task], map(float, probs[variant][task][i]), strict=True))  # type: ignore[index]
+            for task in probs[variant]
+        }
+        return decide(policy, Post(id=str(i), text=texts[i]), scores).action
+
+    pairs = [(action("int8", i), action("fp32", i)) for i in range(len(texts))]
+    return {
+        "policy_version": policy.version,
+        "n_texts": len(pairs),
+        "agreement": round(sum(a == b for a, b in pairs) / max(1, len(pairs)), 5),
+        "changed": dict(sorted(Counter(f"{b}->{a}" for a, b in pairs if a != b).items())),
+    }
+
+
 def run_eval(
     data_dir: Path, model_dir: Path, quick: bool = False, engine_factory: Callable[[Path, str], Any] | None = None
 ) -> int:
@@ -523,6 +559,7 @@ def run_eval(
     previous = manifest.get("metrics", {}).get("int8_vs_fp32_decision_agreement")
     if "fp32" in variants:
         report["int8_vs_fp32"] = int8_vs_fp32(probs, manifest["default_thresholds"], len(texts))
+        report["int8_vs_fp32"]["policy_actions"] = policy_action_agreement(probs, texts)
     else:  # a clone without the (unshipped) fp32 file keeps the comparison measured at build time
         report["int8_vs_fp32"] = {"all_decisions": previous, "note": "fp32 not present; value from the last full eval"}
     report["targets"] = target_rows(report["variants"]["int8"], sets)
@@ -553,6 +590,7 @@ def run_eval(
         },
         "targets": report["targets"],
         "int8_vs_fp32_decision_agreement": report["int8_vs_fp32"]["all_decisions"],
+        "int8_vs_fp32_policy_action_agreement": report["int8_vs_fp32"].get("policy_actions", {}).get("agreement"),
         "report": "eval_report.json",
     }
     report_for_file = {k: v for k, v in report.items() if k != "training_log"}
@@ -605,4 +643,8 @@ def _print_summary(report: dict[str, Any], sets: list[TestSet]) -> None:
             f"target {row['set']}.{row['metric']} ≥ {row['target']}: {_fmt(row['int8'])} "
             f"{'[green]met[/]' if row['met'] else '[red]missed[/]'}"
         )
-    console.print(f"int8 vs fp32 decision agreement: {report['int8_vs_fp32']['all_decisions']:.4f}")
+    agr = report["int8_vs_fp32"]
+    console.print(
+        f"int8 vs fp32 decision agreement: {_fmt(agr.get('all_decisions'))}; "
+        f"policy actions: {_fmt(agr.get('policy_actions', {}).get('agreement'))}"
+    )
