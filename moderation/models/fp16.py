@@ -35,9 +35,18 @@ def convert(model_dir: Path) -> Path:
     except ImportError as exc:  # pragma: no cover - part of every onnxruntime wheel
         raise ModelError("onnxruntime.transformers is missing from this onnxruntime install") from exc
 
-    optimized = optimize_model(
-        str(src), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN, opt_level=1, use_gpu=True
-    )
+    # opt_level 0: the Python fusions only. Level ≥ 1 first runs an ORT session pass whose helper imports
+    # torch, which the serving install (and a GPU image) does not have; ORT applies its own graph
+    # optimisations again when the session is created.
+    try:
+        optimized = optimize_model(
+            str(src), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN, opt_level=0, use_gpu=True
+        )
+    except ImportError as exc:
+        raise ModelError(
+            f"`models fp16` needs onnx and sympy ({exc}); install the fp16 extra: pip install -e '.[fp16]'"
+        ) from exc
+
     optimized.convert_float_to_float16(keep_io_types=True)
     tmp = dst.with_suffix(".tmp")
     optimized.save_model_to_file(str(tmp))

@@ -8,7 +8,7 @@ import pytest
 from moderation.bench import workload
 from moderation.bench.cli import run as bench_run
 from moderation.bench.engine import measure
-from moderation.errors import ConfigError, ProviderError
+from moderation.errors import ProviderError
 from moderation.tokenize import TextTokenizer
 
 
@@ -86,13 +86,3 @@ def test_bench_gpu_refuses_without_cuda(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("MODERATION_MODEL_DIR", str(tiny_model_dir))
     with pytest.raises(ProviderError, match=r"no CUDA provider: .*onnxruntime-gpu|no CUDA provider: .*\[gpu\]"):
         bench_run(_args(target="gpu"))
-
-
-def test_bench_pipeline_dispatches_or_says_it_is_missing():
-    try:
-        import moderation.bench.pipeline  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(ConfigError, match="not written yet"):
-            bench_run(_args(target="pipeline"))
-    else:
-        pytest.skip("the pipeline benchmark exists; its own tests cover it")
