@@ -643,6 +643,18 @@ async def measure_all(
     }
 
 
+KEEP_MARKER = "<!-- sections below are measured by other commands; `make bench` keeps them -->"
+
+
+def kept_sections(out: Path) -> str:
+    """The part of an existing BENCHMARKS.md from KEEP_MARKER on (engine and load-test results), if any."""
+    if not out.is_file():
+        return ""
+    text = out.read_text(encoding="utf-8")
+    at = text.find(KEEP_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
+
+
 def run(args: argparse.Namespace) -> int:
     quick = bool(getattr(args, "quick", False))
     n = int(getattr(args, "posts", None) or (QUICK_POSTS if quick else DEFAULT_POSTS))
@@ -719,7 +731,8 @@ def run(args: argparse.Namespace) -> int:
         f"{env['model']} · {env['cpu_count']} CPUs · {env['provider']} · {n} posts per point",
     )
     out.write_text(
-        markdown(result, os.path.relpath(plot_path, out.parent), os.path.relpath(json_path, out.parent)),
+        markdown(result, os.path.relpath(plot_path, out.parent), os.path.relpath(json_path, out.parent))
+        + kept_sections(out),
         encoding="utf-8",
     )
     print_tables(console, result)

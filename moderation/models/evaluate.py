@@ -475,6 +475,13 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[Test
         "- Category: AG News is 2004-era news, TweetTopic has only 1,000 tweets; entertainment_culture and "
         "lifestyle are weak classes.",
         "- Only the top encoder layers were fine-tuned (CPU budget); full fine-tuning would likely add a few points.",
+        "- `targeted` separates targeted from untargeted offence poorly among offensive tweets (olid_test_b); the "
+        "shipped policy does not act on it.",
+        "- int8 uses dynamic quantization: activation scales are computed per batch, so a post's int8 scores move "
+        "slightly with its batchmates (`make bench-engine` reports the largest shift as "
+        "`int8_batchmate_drift_max_abs`). Scores near a threshold can land on either side; the review band absorbs "
+        "most of it. fp32 (rebuild with `make models`) and fp16 on CUDA have no such effect. Static (calibrated) "
+        "int8 was tried and measured worse here: 0.73 vs 0.89 decision agreement with fp32, and slower.",
         "",
         f"Evaluated {report['evaluated_at']} with `moderation models eval`; every number is in `eval_report.json`.",
         "",

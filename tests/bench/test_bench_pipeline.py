@@ -70,3 +70,14 @@ def test_quick_run_measures_both_workers_through_kafka(
     assert result["machine"]["cpu_count"] and result["machine"]["onnxruntime"]
     assert set(result["engine_alone"]) == {"batch_1_posts_per_s", "batch_64_posts_per_s"}
     assert all(v > 0 for v in result["engine_alone"].values()) and "the engine alone" in md
+
+
+def test_rewriting_benchmarks_keeps_the_sections_other_commands_measured(tmp_path) -> None:
+    from moderation.bench.pipeline import KEEP_MARKER, kept_sections
+
+    out = tmp_path / "BENCHMARKS.md"
+    assert kept_sections(out) == ""
+    out.write_text(f"# old pipeline table\n\n{KEEP_MARKER}\n## Engine alone\n| 1 | 299 |\n", encoding="utf-8")
+    assert kept_sections(out) == f"\n{KEEP_MARKER}\n## Engine alone\n| 1 | 299 |\n"
+    out.write_text("# no marker\n", encoding="utf-8")
+    assert kept_sections(out) == ""
