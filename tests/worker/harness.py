@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from moderation import launch
 from moderation.errors import ModerationError
@@ -95,10 +96,27 @@ async def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | Non
     return sent
 
 
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer without letting a dead broker hide what the caller found (aiokafka's fetcher
+    can leak its own task's CancelledError out of ``stop()`` when the broker is gone)."""
+    try:
+        await asyncio.wait_for(consumer.stop(), 30)
+    except (KafkaError, TimeoutError):
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # a real cancellation of the caller
+
+
 async def read_topic(
-    bootstrap: str, topic: str, *, expect: int, timeout_s: float = 120, idle_s: float = 3
+    bootstrap: str, topic: str, *, expect: int, timeout_s: float = 120, idle_s: float = 3, strict: bool = False
 ) -> list[Any]:
-    """All records of ``topic`` from the beginning; waits until ``expect`` arrived (then ``idle_s`` more)."""
+    """All records of ``topic`` from the beginning; waits until ``expect`` arrived (then ``idle_s`` more).
+
+    ``strict``: fewer than ``expect`` records by the deadline is an error that names the broker, instead
+    of a short list for the caller's assertion.
+    """
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
     )
@@ -108,7 +126,13 @@ async def read_topic(
     quiet_since = time.monotonic()
     try:
         while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
+            try:
+                batch = await consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:
+                raise ConnectionError(
+                    f"{topic}: reading from {bootstrap} failed after {len(records)} of {expect} records ({exc}); "
+                    "is the broker still up? (`moderation kafka status`)"
+                ) from exc
             got = [r for rs in batch.values() for r in rs]
             records.extend(got)
             if got:
@@ -116,7 +140,12 @@ async def read_topic(
             elif len(records) >= expect and time.monotonic() - quiet_since >= idle_s:
                 break
     finally:
-        await consumer.stop()
+        await _stop_quietly(consumer)
+    if strict and len(records) < expect:
+        raise TimeoutError(
+            f"{topic}: {len(records)} of {expect} records within {timeout_s:g} s from {bootstrap}; "
+            "is the broker still up? (`moderation kafka status`)"
+        )
     return records
 
 
