@@ -312,7 +312,7 @@ def _fmt(v: Any) -> str:
 
 
 def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[TestSet]) -> str:
-    res, fp32 = report["variants"]["int8"], report["variants"]["fp32"]
+    res, fp32 = report["variants"]["int8"], report["variants"].get("fp32", {})  # fp32 is absent in a clone
     lines = [
         f"# Model card: {manifest['name']} {manifest['version']}",
         "",
@@ -385,7 +385,7 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[Test
         lines.append(
             f"| {s.name}{' *' if s.primary else ''} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r['macro_f1'])} | "
             f"{_fmt(r.get('precision'))} | {_fmt(r.get('recall'))} | {_fmt(r.get('f1'))} | {_fmt(r.get('roc_auc'))} | "
-            f"{_fmt(fp32[s.name]['macro_f1'])} |"
+            f"{_fmt(fp32.get(s.name, {}).get('macro_f1'))} |"
         )
     lines += ["", "\\* primary benchmark. " + " ".join(f"{s.name}: {s.note}." for s in sets if s.primary), ""]
     lines += ["## Targets", "", "| set | metric | target | int8 | met |", "|---|---|---|---|---|"]
@@ -432,7 +432,10 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[Test
             f"scores: **{_fmt(pol.get('agreement'))}** agreement; changed: {pol.get('changed')}.",
         ]
     else:
-        quant = [f"{agr.get('note')}: decision agreement {_fmt(agr.get('all_decisions'))}."]
+        quant = [
+            f"{agr.get('note')}: threshold-decision agreement {_fmt(agr.get('all_decisions'))}, shipped-policy "
+            f"action agreement {_fmt(agr.get('policy_actions', {}).get('agreement'))}."
+        ]
     lines += [
         "",
         "## int8 vs fp32",
@@ -568,7 +571,11 @@ def run_eval(
         report["int8_vs_fp32"] = int8_vs_fp32(probs, manifest["default_thresholds"], len(texts))
         report["int8_vs_fp32"]["policy_actions"] = policy_action_agreement(probs, texts)
     else:  # a clone without the (unshipped) fp32 file keeps the comparison measured at build time
-        report["int8_vs_fp32"] = {"all_decisions": previous, "note": "fp32 not present; value from the last full eval"}
+        report["int8_vs_fp32"] = {
+            "all_decisions": previous,
+            "policy_actions": {"agreement": manifest.get("metrics", {}).get("int8_vs_fp32_policy_action_agreement")},
+            "note": "fp32 not present (it is not shipped); values from the last eval that had it",
+        }
     report["targets"] = target_rows(report["variants"]["int8"], sets)
     report["baselines"] = baselines(corpus, sets)
     report["test_sets"] = {
@@ -633,7 +640,7 @@ def _print_summary(report: dict[str, Any], sets: list[TestSet]) -> None:
     for col in ("set", "n", "acc", "macro-F1", "F1+", "AUC", "fp32 macro-F1"):
         table.add_column(col)
     for s in sets:
-        r, f = report["variants"]["int8"][s.name], report["variants"]["fp32"][s.name]
+        r, f = report["variants"]["int8"][s.name], report["variants"].get("fp32", {}).get(s.name, {})
         table.add_row(
             s.name,
             str(r["n"]),
@@ -641,7 +648,7 @@ def _print_summary(report: dict[str, Any], sets: list[TestSet]) -> None:
             _fmt(r["macro_f1"]),
             _fmt(r.get("f1")),
             _fmt(r.get("roc_auc")),
-            _fmt(f["macro_f1"]),
+            _fmt(f.get("macro_f1")),
         )
     console = Console()
     console.print(table)
