@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -68,6 +69,26 @@ def choose_variant(requested: str, cuda_active: bool, available: Mapping[str, bo
     return "int8"  # let verification report the missing file with its fix
 
 
+MIN_ROWS_PER_RUN = 8
+
+
+def split_for_runs(groups: list[list[int]], runs: int) -> list[list[int]]:
+    """Row groups (one per length bucket) → at least ``runs`` chunks where the batch is big enough.
+
+    The largest chunk is halved until there are ``runs`` chunks or halving would leave fewer than
+    MIN_ROWS_PER_RUN rows, so concurrent runs get similar work and tiny batches stay one run.
+    """
+    chunks = [g for g in groups if g]
+    while len(chunks) < runs:
+        largest = max(range(len(chunks)), key=lambda i: len(chunks[i]))
+        rows = chunks[largest]
+        if len(rows) < 2 * MIN_ROWS_PER_RUN:
+            break
+        half = len(rows) // 2
+        chunks[largest : largest + 1] = [rows[:half], rows[half:]]
+    return chunks
+
+
 def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
     """Requested providers that this onnxruntime build offers, in the requested order."""
     usable = [p for p in requested if p in available]
@@ -109,6 +130,7 @@ class OnnxEngine:
         length_buckets: Sequence[int] = (16, 32, 64, 128),
         split_by_bucket: bool = True,
         spinning: bool = False,
+        parallel_runs: int = 1,
         warmup: bool = True,
     ) -> None:
         import onnxruntime as ort
@@ -148,6 +170,9 @@ class OnnxEngine:
                 self.session = self._open(cpu_variant, options, [CPU])
         self._check_io()
         self.use_iobinding = self.provider == CUDA
+        # On CUDA one big run is best; on CPU, concurrent single-threaded runs beat one multi-threaded run.
+        self.parallel_runs = 1 if self.provider == CUDA else max(1, parallel_runs)
+        self._pool = ThreadPoolExecutor(self.parallel_runs, "ort-run") if self.parallel_runs > 1 else None
         if warmup:
             self.warm_up()
 
@@ -159,6 +184,7 @@ class OnnxEngine:
             "require_provider": settings.require_provider,
             "intra_op_threads": settings.intra_op_threads,
             "length_buckets": settings.bucket_lengths(),
+            "parallel_runs": settings.parallel_runs,
         }
         kwargs.update(overrides)
         return cls(settings.model_dir, **kwargs)
@@ -240,15 +266,21 @@ class OnnxEngine:
     def _run_tokenized(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
         if not ids:
             return {task: np.zeros((0, len(labels)), np.float32) for task, labels in self.labels.items()}
-        if not self.split_by_bucket:
+        if self.split_by_bucket:
+            groups = list(group_by_bucket([len(s) for s in ids], self.tokenizer.buckets).values())
+        else:
+            groups = [list(range(len(ids)))]
+        chunks = split_for_runs(groups, self.parallel_runs)
+        if len(chunks) == 1:
             return self.run_batch(pad_batch(ids, self.tokenizer.buckets, self.tokenizer.pad_id))
-        groups = group_by_bucket([len(s) for s in ids], self.tokenizer.buckets)
-        if len(groups) == 1:
-            return self.run_batch(pad_batch(ids, self.tokenizer.buckets, self.tokenizer.pad_id))
+
+        def run(rows: list[int]) -> dict[str, np.ndarray]:
+            return self.run_batch(pad_batch([ids[r] for r in rows], self.tokenizer.buckets, self.tokenizer.pad_id))
+
+        outs = list(self._pool.map(run, chunks)) if self._pool is not None else [run(rows) for rows in chunks]
         result = {task: np.empty((len(ids), len(labels)), np.float32) for task, labels in self.labels.items()}
-        for rows in groups.values():
-            outs = self.run_batch(pad_batch([ids[r] for r in rows], self.tokenizer.buckets, self.tokenizer.pad_id))
-            for task, values in outs.items():
+        for rows, out in zip(chunks, outs, strict=True):
+            for task, values in out.items():
                 result[task][rows] = values
         return result
 

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 lets ORT pick.")
     length_buckets: str = Field("16,32,64,128", description="Sequence lengths batches are padded up to.")
     inference_threads: int = Field(1, ge=1, description="Thread-pool workers running ORT off the event loop.")
+    parallel_runs: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="CPU: split each batch into up to this many ORT runs executed concurrently (use with "
+        "intra_op_threads=1; see BENCHMARKS.md). Ignored on CUDA.",
+    )
 
     # --- Policy ------------------------------------------------------------------------------------
     policy_file: Path = Field(

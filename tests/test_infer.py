@@ -243,3 +243,29 @@ def test_cuda_fallback_is_detected_and_serves_the_cpu_variant(tiny_model_dir, mo
     assert engine.score(TEXTS[:1])[0]["spam"].keys() == {"ham", "spam"}
     with pytest.raises(ProviderError, match="CUDA libraries"):
         OnnxEngine(tiny_model_dir, "auto", [CUDA, CPU], require_provider=CUDA)
+
+
+def test_split_for_runs_balances_and_keeps_small_batches_whole():
+    from moderation.infer import MIN_ROWS_PER_RUN, split_for_runs
+
+    rows = list(range(64))
+    assert split_for_runs([rows], 1) == [rows]
+    halves = split_for_runs([rows], 2)
+    assert [len(c) for c in halves] == [32, 32] and sorted(r for c in halves for r in c) == rows
+    assert len(split_for_runs([rows], 4)) == 4
+    small = list(range(2 * MIN_ROWS_PER_RUN - 1))
+    assert split_for_runs([small], 2) == [small]  # not worth a second run
+    two_buckets = split_for_runs([list(range(40)), list(range(40, 44))], 2)
+    assert sorted(len(c) for c in two_buckets) == [4, 40]  # already two runs: nothing to split
+
+
+@pytest.mark.parametrize("runs", [2, 3])
+def test_parallel_runs_score_like_one_run(tiny_model_dir, runs):
+    texts = [f"post number {i} " + "word " * (i % 40) for i in range(100)]
+    one = OnnxEngine(tiny_model_dir, variant="fp32", intra_op_threads=1).score_arrays(texts)
+    many = OnnxEngine(tiny_model_dir, variant="fp32", intra_op_threads=1, parallel_runs=runs)
+    assert many.parallel_runs == runs
+    for _ in range(3):  # the pool is reused across calls
+        got = many.score_arrays(texts)
+        for task in one:
+            np.testing.assert_allclose(got[task], one[task], rtol=1e-5, atol=1e-6)
