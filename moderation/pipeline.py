@@ -16,8 +16,9 @@ from moderation.decode import decode_post
 from moderation.dedupe import ScoreCache, plan_inference
 from moderation.errors import InputError
 from moderation.infer import Scorer
-from moderation.policy import Policy, decide
+from moderation.policy import Policy, PolicyStore, decide
 from moderation.records import Decision, Origin, Post, Scores
+from moderation.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,17 @@ class Pipeline:
         self.cache = cache
         self.max_message_bytes = max_message_bytes
         self.max_text_chars = max_text_chars
+
+    @classmethod
+    def from_settings(cls, scorer: Scorer, policies: PolicyStore, settings: Settings) -> Pipeline:
+        """The pipeline every entry point (worker, ``moderation score``) builds from the one settings object."""
+        return cls(
+            scorer,
+            lambda: policies.policy,
+            ScoreCache(settings.dedupe_cache_size),
+            max_message_bytes=settings.max_message_bytes,
+            max_text_chars=settings.max_text_chars,
+        )
 
     def run(self, messages: Sequence[Message]) -> BatchResult:
         result = BatchResult()

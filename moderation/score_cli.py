@@ -15,7 +15,6 @@ from typing import BinaryIO
 
 import orjson
 
-from moderation.dedupe import ScoreCache
 from moderation.emit import decision_document, dlq_headers
 from moderation.logs import configure_logging
 from moderation.pipeline import Message, Pipeline, now_ms
@@ -46,13 +45,7 @@ def score_stream(stream: BinaryIO, source: str, out: BinaryIO, err: BinaryIO, se
     engine = OnnxEngine.from_settings(settings)
     info = engine.info()
     policies = PolicyStore(settings.policy_file, available_labels=info["labels"])
-    pipeline = Pipeline(
-        engine,
-        lambda: policies.policy,
-        ScoreCache(settings.dedupe_cache_size),
-        max_message_bytes=settings.max_message_bytes,
-        max_text_chars=settings.max_text_chars,
-    )
+    pipeline = Pipeline.from_settings(engine, policies, settings)
     model = {k: info[k] for k in ("name", "version", "variant", "provider")}
     worker_id = settings.worker_id or "moderation-score"
     decided = rejected = 0

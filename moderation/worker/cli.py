@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import signal
 
-from moderation.dedupe import ScoreCache
 from moderation.emit import Topics
 from moderation.errors import ModerationError
 from moderation.logs import configure_logging, get_logger
@@ -92,13 +91,7 @@ async def _load(
     model = {k: info[k] for k in ("name", "version", "variant", "provider")}
     metrics.model_info.info({k: str(v) for k, v in model.items()})
     metrics.policy_info.info({"version": policies.policy.version})
-    pipeline = Pipeline(
-        engine,
-        lambda: policies.policy,
-        ScoreCache(settings.dedupe_cache_size),
-        max_message_bytes=settings.max_message_bytes,
-        max_text_chars=settings.max_text_chars,
-    )
+    pipeline = Pipeline.from_settings(engine, policies, settings)
     service = ModerationService(
         pipeline,
         Topics.from_settings(settings),
