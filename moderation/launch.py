@@ -27,6 +27,40 @@ if TYPE_CHECKING:
     from moderation.settings import Settings
 
 
+OUTPUTS = ("decisions", "allowed", "review", "blocked", "llm-review", "dlq")
+"""The worker's output topics, by the short names the tests, the demo tools and the benchmarks use."""
+
+_TOPIC_SETTINGS = {
+    "posts": "MODERATION_INPUT_TOPIC",
+    "decisions": "MODERATION_DECISIONS_TOPIC",
+    "allowed": "MODERATION_ALLOWED_TOPIC",
+    "review": "MODERATION_REVIEW_TOPIC",
+    "blocked": "MODERATION_BLOCKED_TOPIC",
+    "llm-review": "MODERATION_LLM_REVIEW_TOPIC",
+    "dlq": "MODERATION_DLQ_TOPIC",
+}
+
+
+def topic_env(bootstrap: str, topics: Mapping[str, str], group_id: str) -> dict[str, str]:
+    """Worker environment for a run on its own topics (``topics``: short name → topic, incl. ``posts``)."""
+    return {
+        "MODERATION_BOOTSTRAP_SERVERS": bootstrap,
+        "MODERATION_GROUP_ID": group_id,
+        **{_TOPIC_SETTINGS[name]: topic for name, topic in topics.items()},
+    }
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM, then wait; SIGKILL if it outlasts ``timeout_s``. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,13 +123,7 @@ class WorkerProcess:
 
     def terminate(self, timeout_s: float = 40) -> int:
         """SIGTERM, then wait; SIGKILL if it outlasts ``timeout_s`` (and return its code)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
+        return stop_process(self.proc, timeout_s)
 
     def kill(self) -> None:
         self.proc.kill()

@@ -31,13 +31,12 @@ from rich.console import Console
 from rich.table import Table
 
 from moderation.errors import ConfigError, ModerationError
-from moderation.launch import WorkerProcess, kafka_broker
+from moderation.launch import OUTPUTS, WorkerProcess, kafka_broker, topic_env
 from moderation.settings import PACKAGE_DIR, Settings, load_settings
 
 REPO_DIR = PACKAGE_DIR.parent
 LOCUSTFILE = REPO_DIR / "loadtest" / "locustfile.py"
 CSV_PREFIX = "loadtest"
-OUTPUTS = ("decisions", "allowed", "review", "blocked", "llm-review", "dlq")
 
 
 @dataclass(frozen=True)
@@ -178,17 +177,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, seconds: float, settings: Settings, bootstrap: str, console: Console) -> int:
     prefix = f"loadtest-{int(time.time())}-{os.getpid()}"
     topics = {name: f"{prefix}.{name}" for name in ("posts", *OUTPUTS)}
-    env = {
-        "MODERATION_BOOTSTRAP_SERVERS": bootstrap,
-        "MODERATION_INPUT_TOPIC": topics["posts"],
-        "MODERATION_DECISIONS_TOPIC": topics["decisions"],
-        "MODERATION_ALLOWED_TOPIC": topics["allowed"],
-        "MODERATION_REVIEW_TOPIC": topics["review"],
-        "MODERATION_BLOCKED_TOPIC": topics["blocked"],
-        "MODERATION_LLM_REVIEW_TOPIC": topics["llm-review"],
-        "MODERATION_DLQ_TOPIC": topics["dlq"],
-        "MODERATION_GROUP_ID": f"{prefix}-workers",
-    }
+    env = topic_env(bootstrap, topics, f"{prefix}-workers")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(f"{CSV_PREFIX}_*.csv"):

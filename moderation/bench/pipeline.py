@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,12 +51,11 @@ from moderation.broker import KAFKA_VERSION
 from moderation.dedupe import text_key
 from moderation.errors import ConfigError, ModerationError
 from moderation.infer import OnnxEngine
-from moderation.launch import WorkerProcess, kafka_broker
+from moderation.launch import OUTPUTS, WorkerProcess, kafka_broker, stop_process, topic_env
 from moderation.settings import Settings, load_settings
 from moderation.tokenize import TextTokenizer
 
 SHIPPED, NAIVE = "shipped", "naive"
-OUTPUTS = ("decisions", "allowed", "review", "blocked", "llm-review", "dlq")
 DEFAULT_POSTS, QUICK_POSTS = 6000, 200
 DEFAULT_SECONDS, QUICK_SECONDS = 20.0, 3.0
 DEFAULT_BATCHES = (1, 8, 32, 64, 128)
@@ -131,13 +129,7 @@ class NaiveProcess:
         raise BenchError(f"naive worker was not ready after {timeout_s:.0f}s; log: {self.log_path}")
 
     def terminate(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
+        return stop_process(self.proc, timeout_s)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -238,15 +230,7 @@ class Bench:
 
     def _env(self, topics: Mapping[str, str], max_batch: int | None) -> dict[str, str]:
         env = {
-            "MODERATION_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MODERATION_INPUT_TOPIC": topics["posts"],
-            "MODERATION_DECISIONS_TOPIC": topics["decisions"],
-            "MODERATION_ALLOWED_TOPIC": topics["allowed"],
-            "MODERATION_REVIEW_TOPIC": topics["review"],
-            "MODERATION_BLOCKED_TOPIC": topics["blocked"],
-            "MODERATION_LLM_REVIEW_TOPIC": topics["llm-review"],
-            "MODERATION_DLQ_TOPIC": topics["dlq"],
-            "MODERATION_GROUP_ID": f"{topics['posts']}-group",
+            **topic_env(self.bootstrap, topics, f"{topics['posts']}-group"),
             "MODERATION_CACHE_DIR": str(self.workdir / "cache"),
             "MODERATION_LOG_LEVEL": "warning",
         }

@@ -7,6 +7,7 @@ runs on the serving install.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,10 +22,8 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def _build(args: argparse.Namespace) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"`models build` needs torch, which is not installed; {TRAIN_EXTRA_HINT}") from exc
+    if importlib.util.find_spec("torch") is None:  # checked without importing it (slow, and not ours to load)
+        raise ConfigError(f"`models build` needs torch, which is not installed; {TRAIN_EXTRA_HINT}")
     from moderation.train.build import build
 
     return build(Path(args.data_dir), _out_dir(args), quick=bool(args.quick))

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from moderation import launch
 from moderation.errors import ModerationError
 
-OUTPUTS = ("decisions", "allowed", "review", "blocked", "llm-review", "dlq")
+OUTPUTS = launch.OUTPUTS
 
 
 @dataclass
@@ -35,16 +35,9 @@ class Setup:
         return f"{self.input_topic}.{output}"
 
     def env(self) -> dict[str, str]:
+        topics = {"posts": self.input_topic, **{o: self.topic(o) for o in OUTPUTS}}
         env = {
-            "MODERATION_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MODERATION_INPUT_TOPIC": self.input_topic,
-            "MODERATION_GROUP_ID": f"{self.input_topic}-group",
-            "MODERATION_DECISIONS_TOPIC": self.topic("decisions"),
-            "MODERATION_ALLOWED_TOPIC": self.topic("allowed"),
-            "MODERATION_REVIEW_TOPIC": self.topic("review"),
-            "MODERATION_BLOCKED_TOPIC": self.topic("blocked"),
-            "MODERATION_LLM_REVIEW_TOPIC": self.topic("llm-review"),
-            "MODERATION_DLQ_TOPIC": self.topic("dlq"),
+            **launch.topic_env(self.bootstrap, topics, f"{self.input_topic}-group"),
             "MODERATION_MODEL_DIR": str(self.model_dir),
             "MODERATION_POLICY_FILE": str(self.policy_file),
             "MODERATION_CACHE_DIR": str(self.workdir / "cache"),
