@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help setup setup-train kafka kafka-down kafka-status lint typecheck test demo models models-eval \
+.PHONY: help setup setup-train k8s-tools kafka kafka-down kafka-status lint typecheck test demo models models-eval \
 	bench bench-engine bench-gpu loadtest k8s clean
 
 help: ## Show the targets.
@@ -45,7 +45,10 @@ typecheck: setup ## mypy on the package.
 	$(BIN)/mypy moderation
 
 # The Kafka tests start (or reuse) the broker themselves and fail, never skip, when it cannot run.
-test: setup lint typecheck ## Lint, type-check and run every test, integration tests included.
+k8s-tools: ## Install the pinned kustomize (Go proxy) and Strimzi validators (npm) the k8s tests use; instant when present.
+	bash deploy/tools/install-k8s-tools.sh
+
+test: setup k8s-tools lint typecheck ## Lint, type-check and run every test, integration tests included.
 	$(BIN)/pytest -ra
 
 demo: setup ## Set up, start the broker and a worker, stream the sample posts, show decisions live, stop.
@@ -75,8 +78,7 @@ loadtest: setup ## Locust, headless, against the local broker + a worker at 50k 
 
 # kustomize (pinned, built from the Go module proxy) and the Strimzi schemas (npm) go to
 # $MODERATION_TOOLS_DIR (default ~/.cache/moderation/tools); tests/deploy uses the same place.
-k8s: setup ## Install the pinned kustomize, render every overlay to k8s/rendered/, validate them (tests/deploy).
-	bash deploy/tools/install-k8s-tools.sh
+k8s: setup k8s-tools ## Render every kustomize overlay to k8s/rendered/ and validate them (tests/deploy).
 	@tools="$${MODERATION_TOOLS_DIR:-$$HOME/.cache/moderation/tools}"; mkdir -p k8s/rendered; \
 	for dir in k8s/overlays/*/; do name=$$(basename "$$dir"); \
 		"$$tools/bin/kustomize" build "$$dir" > "k8s/rendered/$$name.yaml" || exit 1; echo "k8s/rendered/$$name.yaml"; \
