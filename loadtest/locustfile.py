@@ -290,14 +290,19 @@ class KafkaBridge:
             if now - started < self.timeout_s:
                 return
             del self.pending[post_id]
-            events.request.fire(
-                request_type="kafka",
-                name="decision" if expect == "decision" else "dlq",
-                response_time=(now - started) * 1000,
-                response_length=0,
-                exception=TimeoutError(f"no {expect} record within {self.timeout_s:g}s"),
-                context={"post_id": post_id},
-            )
+            self._missing(post_id, started, expect, now, f"within {self.timeout_s:g}s")
+
+    @staticmethod
+    def _missing(post_id: str, started: float, expect: str, now: float, when: str) -> None:
+        """A post whose decision (or DLQ record) never came: a Locust failure, never silently dropped."""
+        events.request.fire(
+            request_type="kafka",
+            name="decision" if expect == "decision" else "dlq",
+            response_time=(now - started) * 1000,
+            response_length=0,
+            exception=TimeoutError(f"no {expect} record {when}"),
+            context={"post_id": post_id},
+        )
 
     def _fail(self, post_id: str, name: str, exc: BaseException) -> None:
         entry = self.pending.pop(post_id, None)
@@ -319,13 +324,7 @@ class KafkaBridge:
             now = time.perf_counter()
             for post_id, (started, expect) in list(self.pending.items()):
                 del self.pending[post_id]
-                events.request.fire(
-                    request_type="kafka",
-                    name="decision" if expect == "decision" else "dlq",
-                    response_time=(now - started) * 1000,
-                    response_length=0,
-                    exception=TimeoutError(f"no {expect} record by the end of the run"),
-                )
+                self._missing(post_id, started, expect, now, "by the end of the run")
 
     def close(self) -> None:
         self.running = False

@@ -159,3 +159,13 @@ async def deployment(
     setup = Setup(kafka_bootstrap, new_topic, tiny_model_dir, TINY_POLICY_FILE, tmp_path)
     await setup.create_outputs()
     yield setup
+
+
+@pytest.fixture
+def tiny_worker_env(
+    kafka_bootstrap: str, tiny_model_dir: Path, tiny_policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Environment for commands that start their own workers: the session broker, the tiny model and policy."""
+    monkeypatch.setenv("MODERATION_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("MODERATION_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("MODERATION_POLICY_FILE", str(tiny_policy_file))

@@ -30,12 +30,7 @@ def test_posts_are_distinct_after_normalisation(tiny_model_dir: Path):
     assert len({text_key(t) for t in texts}) == 3000
 
 
-def test_quick_run_measures_both_workers_through_kafka(
-    kafka_bootstrap: str, tiny_model_dir: Path, tiny_policy_file: Path, tmp_path: Path, monkeypatch
-):
-    monkeypatch.setenv("MODERATION_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("MODERATION_MODEL_DIR", str(tiny_model_dir))
-    monkeypatch.setenv("MODERATION_POLICY_FILE", str(tiny_policy_file))
+def test_quick_run_measures_both_workers_through_kafka(tiny_worker_env: None, tmp_path: Path):
     out = tmp_path / "BENCH.md"
     args = argparse.Namespace(
         target="pipeline", out=str(out), seconds=None, batch_sizes=None, variants=None, posts=None, quick=True

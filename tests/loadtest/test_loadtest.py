@@ -25,12 +25,7 @@ def test_users_scale_with_the_rate():
     assert loadtest.users_for(5000) == 50
 
 
-def test_short_headless_run_decides_every_post(
-    kafka_bootstrap: str, tiny_model_dir: Path, tiny_policy_file: Path, tmp_path: Path, monkeypatch
-):
-    monkeypatch.setenv("MODERATION_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("MODERATION_MODEL_DIR", str(tiny_model_dir))
-    monkeypatch.setenv("MODERATION_POLICY_FILE", str(tiny_policy_file))
+def test_short_headless_run_decides_every_post(tiny_worker_env: None, tmp_path: Path):
     report = tmp_path / "report"
     args = ["--rate", "8", "--duration", "12s", "--decision-timeout", "20", "--malformed-share", "0.05"]
     code = loadtest.run([*args, "--out", str(report)])
