@@ -19,6 +19,10 @@ class BrokerError(ModerationError):
     """The local Kafka broker could not be set up, started or reached."""
 
 
+class BrokerAuthError(BrokerError):
+    """The broker refused our login or TLS handshake (credentials, mechanism, CA): never retried, exit 3."""
+
+
 class ModelError(ModerationError):
     """A model artifact is missing, corrupt or unusable; the worker must not start."""
 

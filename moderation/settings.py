@@ -8,8 +8,9 @@ deployment can be configured from a ConfigMap without touching code.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,6 +37,72 @@ class Settings(BaseSettings):
     )
     dlq_topic: str = Field("moderation.dlq", description="Undecodable input, original bytes + error headers.")
     topic_partitions: int = Field(4, ge=1, description="Partitions used when the worker creates its topics.")
+
+    # --- Kafka connection security (README "Secure connections"; checked in _check_security) ---------
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism for SASL_* protocols: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512."
+    )
+    sasl_username: str = Field("", description="SASL user name (SASL_* protocols only).")
+    sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (SASL_* protocols only); never logged or printed."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle that signed the broker's certificate (SSL/SASL_SSL); default: system CAs."
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS (SSL/SASL_SSL); may also hold the key."
+    )
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile, if not in that file.")
+    ssl_check_hostname: bool = Field(
+        True, description="Verify that the broker's certificate names the host connected to (SSL/SASL_SSL)."
+    )
+
+    @field_validator("security_protocol", mode="before")
+    @classmethod
+    def _protocol_case(cls, value: Any) -> Any:
+        return value.strip().upper().replace("-", "_") if isinstance(value, str) else value  # sasl_ssl → SASL_SSL
+
+    @field_validator("sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_case(cls, value: Any) -> Any:
+        return value.strip().upper().replace("_", "-") if isinstance(value, str) else value  # scram_sha_512 ok
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        protocol = self.security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+        if sasl and not (self.sasl_username and self.sasl_password.get_secret_value()):
+            raise ValueError(
+                f"MODERATION_SECURITY_PROTOCOL={protocol} needs MODERATION_SASL_USERNAME and "
+                "MODERATION_SASL_PASSWORD (in Kubernetes: the moderation-kafka-credentials Secret)"
+            )
+        if not sasl and (self.sasl_username or self.sasl_password.get_secret_value()):
+            raise ValueError(
+                f"MODERATION_SASL_USERNAME/PASSWORD are set but MODERATION_SECURITY_PROTOCOL={protocol} does not "
+                "use SASL; set it to SASL_SSL (or SASL_PLAINTEXT) or unset the credentials"
+            )
+        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
+        for name, path in files.items():
+            if path is None:
+                continue
+            if not tls:
+                raise ValueError(
+                    f"MODERATION_{name.upper()} is set but MODERATION_SECURITY_PROTOCOL={protocol} does not use TLS; "
+                    "set it to SSL or SASL_SSL or unset the file"
+                )
+            if not path.is_file():
+                raise ValueError(f"MODERATION_{name.upper()}={path}: no such file")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("MODERATION_SSL_KEYFILE is set without MODERATION_SSL_CERTFILE (the certificate it keys)")
+        return self
 
     # --- Micro-batching ----------------------------------------------------------------------------
     max_batch: int = Field(64, ge=1, le=4096, description="Most posts scored in one model call.")

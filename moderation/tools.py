@@ -7,14 +7,16 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress
 
 from moderation.broker import resolve_bootstrap
+from moderation.broker.security import client_kwargs
 from moderation.errors import ConfigError
 from moderation.settings import Settings, load_settings
 
@@ -46,12 +48,16 @@ async def produce_lines(
     repeat: int = 1,
     show: bool = True,
     prepare: Callable[[bytes], bytes] | None = None,
+    kafka_kwargs: Mapping[str, Any] | None = None,
 ) -> int:
     """Send every line (``repeat`` times) at ``rate`` posts/s (0 = as fast as possible); returns count.
 
-    ``prepare`` rewrites a line at the moment it is sent (e.g. to stamp ``created_at``).
+    ``prepare`` rewrites a line at the moment it is sent (e.g. to stamp ``created_at``); ``kafka_kwargs``:
+    TLS/SASL for the producer (:func:`moderation.broker.security.client_kwargs`).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", request_timeout_ms=30_000)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", request_timeout_ms=30_000, **(kafka_kwargs or {})
+    )
     await producer.start()
     total = len(lines) * repeat
     sent = 0
@@ -85,7 +91,9 @@ def run_produce(args: argparse.Namespace) -> int:
     lines = read_lines(Path(args.file))
     bootstrap = resolve_bootstrap(settings)
     started = time.perf_counter()
-    sent = asyncio.run(produce_lines(bootstrap, topic, lines, rate=args.rate, repeat=args.repeat))
+    sent = asyncio.run(
+        produce_lines(bootstrap, topic, lines, rate=args.rate, repeat=args.repeat, kafka_kwargs=client_kwargs(settings))
+    )
     elapsed = time.perf_counter() - started
     print(f"sent {sent} posts to {topic} on {bootstrap} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):.0f}/s)")
     return 0
@@ -98,6 +106,7 @@ async def tail_topic(settings: Settings, topic: str, *, from_beginning: bool, li
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
+        **client_kwargs(settings),
     )
     await consumer.start()
     seen = 0

@@ -61,6 +61,70 @@ def server_properties(*, port: int, controller_port: int, data_dir: Path, host: 
     }
 
 
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+_SCRAM_FORBIDDEN = re.compile(r'[\s,=\[\]"\\]')
+
+
+@dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL listener with SCRAM users, for trying secure clients against the local broker.
+
+    The broker keeps its PLAINTEXT listener on loopback for inter-broker traffic and readiness probes
+    (``BrokerState.port``); clients get the SASL_SSL address as ``BrokerState.bootstrap``.
+    """
+
+    keystore: Path  # PKCS#12: the server's private key and certificate chain
+    keystore_password: str
+    truststore: Path  # PEM: the CA certificate(s)
+    users: tuple[tuple[str, str], ...]  # (name, password), created at storage-format time
+    mechanisms: tuple[str, ...] = SCRAM_MECHANISMS
+
+
+def secure_listener_properties(
+    props: Mapping[str, str], secure: SecureListener, *, port: int, host: str = "127.0.0.1"
+) -> dict[str, str]:
+    """``props`` plus a ``SASL_SSL`` listener on ``port`` that authenticates ``secure.users`` with SCRAM."""
+    out = dict(props)
+    out["listeners"] = f"{props['listeners']},SASL_SSL://{host}:{port}"
+    out["advertised.listeners"] = f"{props['advertised.listeners']},SASL_SSL://{host}:{port}"
+    out["listener.security.protocol.map"] = f"{props['listener.security.protocol.map']},SASL_SSL:SASL_SSL"
+    out["sasl.enabled.mechanisms"] = ",".join(secure.mechanisms)
+    for mechanism in secure.mechanisms:
+        # SCRAM credentials live in the cluster metadata; the login module only has to be named
+        out[f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    out.update(
+        {
+            # PKCS#12, not PEM: a PEM keystore needs an encrypted PKCS#8 key, and Java 17 cannot read the
+            # PBES2 encryption that current tools write
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(secure.keystore),
+            "ssl.keystore.password": secure.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(secure.truststore),
+            "ssl.client.auth": "none",
+        }
+    )
+    return out
+
+
+def scram_format_args(secure: SecureListener) -> list[str]:
+    """``kafka-storage format`` arguments that create every user for every SCRAM mechanism."""
+    args = []
+    for mechanism in secure.mechanisms:
+        if mechanism not in SCRAM_MECHANISMS:
+            raise BrokerError(f"{mechanism} is not a SCRAM mechanism ({', '.join(SCRAM_MECHANISMS)})")
+        for name, password in secure.users:
+            if not name or not password or _SCRAM_FORBIDDEN.search(name + password):
+                raise BrokerError(
+                    f"SCRAM user {name!r}: name and password must be non-empty, without spaces, commas, "
+                    "'=', brackets, quotes or backslashes (kafka-storage --add-scram syntax)"
+                )
+            args += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
+    return args
+
+
 def render_properties(props: Mapping[str, str], header: str = "") -> str:
     """Java ``.properties`` text; values here never need escaping beyond backslashes."""
     lines = [f"# {line}" for line in header.splitlines()] if header else []

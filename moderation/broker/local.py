@@ -31,6 +31,7 @@ from moderation.broker.config import (
     KAFKA_VERSION,
     MIN_JAVA,
     BrokerState,
+    SecureListener,
     jar_marker,
     jars_complete,
     new_cluster_id,
@@ -39,6 +40,8 @@ from moderation.broker.config import (
     parse_properties,
     read_state,
     render_properties,
+    scram_format_args,
+    secure_listener_properties,
     server_properties,
     tail,
     write_state,
@@ -250,10 +253,17 @@ def file_lock(path: Path, timeout_s: float, what: str) -> Iterator[None]:
 
 
 class LocalKafka:
-    """Install, start, find and stop the project's local broker."""
+    """Install, start, find and stop the project's local broker.
 
-    def __init__(self, settings: Settings | None = None, console: Console | None = None) -> None:
+    ``secure``: also listen with SASL_SSL + SCRAM (tests of secure clients; give it its own state dir);
+    the state's ``bootstrap`` is then that listener, ``port`` the loopback PLAINTEXT one probes use.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, console: Console | None = None, secure: SecureListener | None = None
+    ) -> None:
         self.settings = settings or Settings()
+        self.secure = secure
         self.paths = BrokerPaths.from_settings(self.settings)
         self.console = console or Console(stderr=True, soft_wrap=True)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -356,6 +366,11 @@ class LocalKafka:
             controller_port = free_port(exclude=(broker_port,))
             paths.state_dir.mkdir(parents=True, exist_ok=True)
             props = server_properties(port=broker_port, controller_port=controller_port, data_dir=paths.data)
+            bootstrap = f"{HOST}:{broker_port}"
+            if self.secure is not None:
+                secure_port = free_port(exclude=(broker_port, controller_port))
+                props = secure_listener_properties(props, self.secure, port=secure_port, host=HOST)
+                bootstrap = f"{HOST}:{secure_port}"
             header = f"Written by `moderation kafka up` (Kafka {KAFKA_VERSION}); rewritten on every start."
             paths.config.write_text(render_properties(props, header), encoding="utf-8")
             paths.log4j.write_text(
@@ -372,7 +387,7 @@ class LocalKafka:
                 pid=proc.pid,
                 port=broker_port,
                 controller_port=controller_port,
-                bootstrap=f"{HOST}:{broker_port}",
+                bootstrap=bootstrap,
                 cluster_id=cluster_id,
                 config=str(paths.config),
                 log=str(paths.log),
@@ -487,6 +502,8 @@ class LocalKafka:
         cluster_id = new_cluster_id()
         cmd = [*self._java_cmd(java, libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
                "-c", str(self.paths.config)]  # fmt: skip
+        if self.secure is not None:
+            cmd += scram_format_args(self.secure)
         with self._progress("Formatting KRaft storage"):
             try:
                 out = subprocess.run(

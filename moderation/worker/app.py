@@ -20,6 +20,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from moderation.broker.security import broker_credentials, check_auth, client_kwargs
 from moderation.emit import OutRecord
 from moderation.logs import get_logger
 from moderation.metrics import WorkerMetrics
@@ -40,7 +41,10 @@ def faust_broker_url(bootstrap: str) -> str:
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:
     """Create the topics the worker reads and writes, if they are missing (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15_000)
+    await check_auth(settings)  # a refused login raises BrokerAuthError at once (not retried)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15_000, **client_kwargs(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -66,6 +70,7 @@ def create_app(
     app = faust.App(
         settings.group_id,
         broker=faust_broker_url(settings.bootstrap_servers),
+        broker_credentials=broker_credentials(settings),
         autodiscover=False,
         store="memory://",
         datadir=str(datadir),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,15 @@ class WorkerProcess(launch.WorkerProcess):
             raise AssertionError(str(exc)) from None
 
 
-async def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes]], rate: float = 0) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[tuple[bytes | None, bytes]],
+    rate: float = 0,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> int:
+    """``client_kwargs``: TLS/SASL for a secure broker (``moderation.broker.security.client_kwargs``)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **(client_kwargs or {}))
     await asyncio.wait_for(producer.start(), 30)
     sent = 0
     start = time.perf_counter()
@@ -103,7 +110,14 @@ async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, expect: int, timeout_s: float = 120, idle_s: float = 3, strict: bool = False
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int,
+    timeout_s: float = 120,
+    idle_s: float = 3,
+    strict: bool = False,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """All records of ``topic`` from the beginning; waits until ``expect`` arrived (then ``idle_s`` more).
 
@@ -111,7 +125,12 @@ async def read_topic(
     of a short list for the caller's assertion.
     """
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        **(client_kwargs or {}),
     )
     await asyncio.wait_for(consumer.start(), 30)
     records: list[Any] = []
