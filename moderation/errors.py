@@ -35,17 +35,24 @@ class PolicyError(ConfigError):
     """A policy file failed validation; the previous policy stays in force."""
 
 
-class InputError(ModerationError):
-    """A message could not be turned into a post. Goes to the DLQ; never stops the worker.
+class MessageError(ModerationError):
+    """A failure that belongs to one message, not to the system: the message goes to the DLQ and the
+    batch goes on. Never stops the worker.
 
     ``code`` is a stable machine-readable reason (DLQ header ``error.class``).
     """
 
-    code = "invalid_input"
+    code = "invalid_message"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class InputError(MessageError):
+    """A message could not be turned into a post."""
+
+    code = "invalid_input"
 
 
 class InvalidJSON(InputError):
@@ -66,3 +73,14 @@ class EmptyText(InputError):
 
 class TextTooLarge(InputError):
     code = "text_too_large"
+
+
+class OutputError(MessageError):
+    """A decided post whose output records could not be serialised or written (e.g. rejected by the
+    broker for its size); the post goes to the DLQ instead of stopping the batch."""
+
+    code = "output_unwritable"
+
+
+class OutputTooLarge(OutputError):
+    code = "output_too_large"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -28,7 +30,89 @@ def redact_text(allow: bool) -> structlog.types.Processor:
     return processor
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", *, log_post_text: bool = False) -> None:
+LIBRARY_LOGGERS = ("aiokafka", "kafka", "faust", "mode", "aiohttp", "asyncio")
+
+
+@dataclass(slots=True)
+class _Repeats:
+    since: float
+    count: int = 0
+
+
+class RepeatSuppressor(logging.Filter):
+    """Lets the first of a run of identical library log lines through and counts the rest.
+
+    During a broker outage aiokafka logs every reconnect attempt — thousands of lines a second. Lines
+    are "identical" when logger, level and message template match (the arguments, e.g. a node id or
+    an errno, may differ). Within ``window_s`` of the first, repeats are counted, not printed;
+    :meth:`flush` (called periodically) prints one summary per run, and the next occurrence after the
+    window prints again. So an outage costs one line when it starts plus one summary per window.
+    """
+
+    def __init__(
+        self,
+        window_s: float,
+        *,
+        prefixes: tuple[str, ...] = LIBRARY_LOGGERS,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.prefixes = prefixes
+        self.clock = clock
+        self.max_keys = max_keys
+        self.runs: dict[tuple[str, int, str], _Repeats] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.window_s <= 0 or not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        run = self.runs.get(key)
+        if run is not None and now - run.since < self.window_s:
+            run.count += 1
+            return False
+        if run is not None and run.count:
+            record.msg = f"{record.msg} [{run.count} similar lines suppressed in the previous {self.window_s:g} s]"
+        if len(self.runs) >= self.max_keys:
+            self.runs.clear()
+        self.runs[key] = _Repeats(since=now)
+        return True
+
+    def flush(self, emit: Callable[..., Any]) -> int:
+        """Summarise runs whose window has ended: ``emit(event, **fields)`` once per run with repeats."""
+        now = self.clock()
+        summarised = 0
+        for key, run in list(self.runs.items()):
+            if now - run.since < self.window_s:
+                continue
+            del self.runs[key]
+            if run.count:
+                name, level, message = key
+                emit(
+                    "log_lines_suppressed",
+                    source=name,
+                    source_level=logging.getLevelName(level).lower(),
+                    message=message[:300],
+                    count=run.count,
+                    window_s=self.window_s,
+                )
+                summarised += 1
+        return summarised
+
+
+_suppressor: RepeatSuppressor | None = None
+
+
+def repeat_suppressor() -> RepeatSuppressor | None:
+    """The suppressor :func:`configure_logging` installed (None before it ran)."""
+    return _suppressor
+
+
+def configure_logging(
+    fmt: str = "auto", level: str = "info", *, log_post_text: bool = False, repeat_window_s: float = 30.0
+) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -54,8 +138,11 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, log_post_text: 
             renderer,
         ],
     )
+    global _suppressor
+    _suppressor = RepeatSuppressor(repeat_window_s)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_suppressor)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

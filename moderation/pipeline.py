@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from moderation.decode import decode_post
 from moderation.dedupe import ScoreCache, plan_inference
-from moderation.errors import InputError
+from moderation.errors import InputError, MessageError
 from moderation.infer import Scorer
 from moderation.policy import Policy, PolicyStore, decide
 from moderation.records import Decision, Origin, Post, Scores
@@ -42,7 +42,7 @@ class Moderated:
 @dataclass(frozen=True, slots=True)
 class Rejected:
     message: Message
-    error: InputError
+    error: MessageError
 
 
 @dataclass(slots=True)
@@ -53,6 +53,13 @@ class BatchResult:
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: int = 0
     scored: int = 0  # unique texts sent to the model
+
+    def dead_letter(self, item: Moderated, error: MessageError) -> Rejected:
+        """A decided post whose outputs could not be written goes to the DLQ instead."""
+        self.moderated.remove(item)
+        rejected = Rejected(item.message, error)
+        self.rejected.append(rejected)
+        return rejected
 
 
 def now_ms() -> int:
@@ -70,12 +77,14 @@ class Pipeline:
         *,
         max_message_bytes: int = 1_000_000,
         max_text_chars: int = 20_000,
+        max_context_bytes: int = 65_536,
     ) -> None:
         self.scorer = scorer
         self.policy = policy
         self.cache = cache
         self.max_message_bytes = max_message_bytes
         self.max_text_chars = max_text_chars
+        self.max_context_bytes = max_context_bytes
 
     @classmethod
     def from_settings(cls, scorer: Scorer, policies: PolicyStore, settings: Settings) -> Pipeline:
@@ -86,6 +95,7 @@ class Pipeline:
             ScoreCache(settings.dedupe_cache_size),
             max_message_bytes=settings.max_message_bytes,
             max_text_chars=settings.max_text_chars,
+            max_context_bytes=settings.max_context_bytes,
         )
 
     def run(self, messages: Sequence[Message]) -> BatchResult:
@@ -101,6 +111,7 @@ class Pipeline:
                     key=message.key,
                     max_message_bytes=self.max_message_bytes,
                     max_text_chars=self.max_text_chars,
+                    max_context_bytes=self.max_context_bytes,
                 )
             except InputError as exc:
                 result.rejected.append(Rejected(message, exc))

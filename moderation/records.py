@@ -17,8 +17,16 @@ Scores = dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True, slots=True)
+class ContextSummary:
+    """Stands in for a ``context`` too large to copy into output records."""
+
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class Post:
-    """A validated input post."""
+    """A validated input post. ``context_omitted`` is set when outputs must not carry ``context``."""
 
     id: str
     text: str
@@ -26,6 +34,7 @@ class Post:
     lang: str | None = None
     created_at_ms: int | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    context_omitted: ContextSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,8 +113,35 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(
         60.0, gt=0, description="Upper bound for scoring+producing one batch (must be < max poll interval)."
     )
+    group_instance_id: str = Field(
+        "",
+        description="Static group membership (group.instance.id), so a restarted worker gets its partitions back "
+        "at once: default worker_id if set (the pod name in k8s), else <hostname>-<slot>; 'none' turns it off.",
+    )
+    session_timeout_ms: int = Field(
+        15_000,
+        ge=6_000,
+        le=300_000,
+        description="Kafka session.timeout.ms: how long the group waits for a member that vanished (and did not "
+        "come back under its static id) before its partitions move.",
+    )
+    startup_timeout_s: float = Field(
+        60.0, gt=0, description="How long start-up retries an unreachable broker (with backoff) before exit 3."
+    )
     max_text_chars: int = Field(20_000, ge=1, description="Longer posts are dead-lettered as too large.")
     max_message_bytes: int = Field(1_000_000, ge=1, description="Larger raw messages are dead-lettered.")
+    max_context_bytes: int = Field(
+        65_536,
+        ge=0,
+        description="A post whose `context` serialises larger is still decided, but output records carry the "
+        "context's size and SHA-256 (`context_omitted`) instead of the context.",
+    )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=16_384,
+        description="Largest record the worker produces (key + value + headers); keep it under the broker's "
+        "message.max.bytes. A DLQ copy of a larger input keeps a prefix plus the original size and SHA-256.",
+    )
     dedupe_cache_size: int = Field(50_000, ge=0, description="Entries in the normalized-text → scores LRU.")
 
     # --- Models ------------------------------------------------------------------------------------
@@ -146,9 +173,16 @@ class Settings(BaseSettings):
 
     # --- Operations --------------------------------------------------------------------------------
     http_port: int = Field(9100, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP server binds (127.0.0.1: local only).")
     log_format: str = Field("auto", description="json | console | auto (console on a TTY, else json).")
     log_level: str = Field("info", description="debug | info | warning | error.")
     log_post_text: bool = Field(False, description="Include post text in debug logs (off: privacy).")
+    log_repeat_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="A library log line repeated within this window is counted, not printed; one summary line "
+        "per window says how often it recurred (0: print every line).",
+    )
     shutdown_grace_s: float = Field(20.0, gt=0, description="Time allowed to finish the batch on SIGTERM.")
     worker_id: str = Field("", description="Identifier in logs and DLQ headers; defaults to host:pid.")
     cache_dir: Path = Field(DEFAULT_CACHE_DIR, description="Where the local Kafka jars and data live.")

@@ -1,10 +1,13 @@
-import orjson
+import hashlib
 
-from moderation.emit import Topics, iso_ms, records_for
-from moderation.errors import InvalidJSON
+import orjson
+import pytest
+
+from moderation.emit import Topics, dlq_record, iso_ms, plan_outputs, record_size, records_for
+from moderation.errors import InvalidJSON, OutputTooLarge, TextTooLarge
 from moderation.pipeline import BatchResult, Message, Moderated, Rejected
 from moderation.policy import decide, parse_policy
-from moderation.records import Origin, Post
+from moderation.records import ContextSummary, Origin, Post
 
 TOPICS = Topics("dec", "ok", "rev", "blk", "llm", "dlq")
 POLICY = parse_policy("version: v9\nlabels: {toxicity.toxic: {review: 0.5, block: 0.9}}\n")
@@ -49,3 +52,60 @@ def test_dlq_keeps_original_bytes_and_explains() -> None:
     assert headers["error.class"] == b"invalid_json" and headers["origin.offset"] == b"7"
     assert headers["origin.topic"] == b"posts" and headers["origin.partition"] == b"1"
     assert b"not valid JSON" in headers["error.message"] and headers["worker.version"]
+
+
+def test_tombstone_stays_null_in_the_dlq() -> None:
+    rejected = Rejected(Message(None, Origin("posts", 0, 3), key=b"k"), InvalidJSON("tombstone"))
+    (record,) = records_for(BatchResult(rejected=[rejected]), TOPICS, MODEL, "w1")
+    assert record.value is None and record.key == b"k"
+
+
+@pytest.mark.parametrize("size", [999_000, 1_000_001, 5_000_000])
+def test_dlq_copy_of_an_oversized_input_is_a_bounded_prefix_with_size_and_hash(size: int) -> None:
+    raw = b"{" + b"x" * (size - 1)
+    rejected = Rejected(Message(raw, Origin("posts", 0, 9), key=b"k" * 5000), TextTooLarge("too big"))
+    record = dlq_record(rejected, TOPICS, "w1", max_record_bytes=1_000_000)
+    headers = dict(record.headers)
+    assert record_size(record) <= 1_000_000
+    assert record.value is not None and raw.startswith(record.value)
+    assert headers["original.size"] == str(size).encode() and headers["payload.truncated"] == b"true"
+    assert headers["original.sha256"] == hashlib.sha256(raw).hexdigest().encode()
+    assert record.key == b"k" * 1024 and headers["original.key.size"] == b"5000"
+
+
+def test_small_dlq_copy_is_untouched() -> None:
+    rejected = Rejected(Message(b"{bad", Origin("posts", 0, 9), key=b"k"), InvalidJSON("bad"))
+    record = dlq_record(rejected, TOPICS, "w1", max_record_bytes=1_000_000)
+    assert record.value == b"{bad" and "original.size" not in dict(record.headers)
+
+
+def test_omitted_context_carries_size_and_hash_instead() -> None:
+    item = moderated("big", 0.6)
+    post = Post(
+        id="big", text="t", context={"blob": "x"}, context_omitted=ContextSummary(size_bytes=980_000, sha256="ab" * 32)
+    )
+    item = Moderated(post, item.decision, item.message, item.decided_ms)
+    for record in records_for(BatchResult(moderated=[item]), TOPICS, MODEL, "w1"):
+        doc = orjson.loads(record.value)
+        if "post" in doc:
+            assert doc["post"]["context"] is None
+            assert doc["post"]["context_omitted"] == {"bytes": 980_000, "sha256": "ab" * 32}
+
+
+def test_a_post_whose_outputs_cannot_be_written_goes_to_the_dlq_and_the_rest_go_on() -> None:
+    good = moderated("good", 0.01)
+    bad = moderated("bad", 0.6)
+    huge = Post(id="bad", text="y" * 30_000, context={})
+    bad = Moderated(huge, bad.decision, bad.message, bad.decided_ms)
+    groups = plan_outputs(BatchResult(moderated=[good, bad]), TOPICS, MODEL, "w1", max_record_bytes=20_000)
+    assert [g.rejected is None for g in groups] == [True, False]
+    assert {r.topic for r in groups[0].records} == {"dec", "ok"}
+    (dlq,) = groups[1].records
+    assert dlq.topic == "dlq" and dlq.value == b"raw"  # the original input bytes
+    assert isinstance(groups[1].rejected.error, OutputTooLarge)
+    assert dict(dlq.headers)["error.class"] == b"output_too_large"
+
+
+def test_iso_ms_never_raises() -> None:
+    assert iso_ms(-62_135_600_400_000) is None or iso_ms(-62_135_600_400_000).startswith("0")
+    assert iso_ms(253_402_304_399_000 * 10) is None

@@ -12,7 +12,10 @@ import contextlib
 import os
 import signal
 import socket
+import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from moderation.broker.security import broker_credentials, check_auth, client_kwargs
 from moderation.emit import OutRecord
-from moderation.logs import get_logger
+from moderation.logs import get_logger, repeat_suppressor
 from moderation.metrics import WorkerMetrics
 from moderation.pipeline import Message
 from moderation.policy import PolicyStore
@@ -58,11 +61,56 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
         await admin.close()
 
 
+class Committer:
+    """Commits acked offsets right after each batch instead of on faust's 1 s timer, so a crash
+    re-decides at most the batches in flight. Off the batch path (the next batch is not held up),
+    one commit at a time and in order; requests made during a commit fold into the next one."""
+
+    def __init__(self, commit: Callable[[], Awaitable[bool]], log: Any) -> None:
+        self._commit = commit
+        self._log = log
+        self._wanted = asyncio.Event()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            try:
+                # faust returns False when it only waited for a commit already under way (its timer's):
+                # that one may have missed the latest acks, so commit once more
+                if not await self._commit():
+                    await self._commit()
+            except Exception as exc:  # the periodic commit retries; redone work is keyed by post id
+                self._log.warning("commit_failed", error=str(exc), error_type=type(exc).__name__)
+
+
+def exit_after(seconds: float, log: Any, reason: str) -> threading.Timer:
+    """A fatal error must end the process even when a clean stop hangs (it waits for a broker that is
+    gone): a daemon timer hard-exits with code 1 unless the process is already gone."""
+
+    def force() -> None:
+        log.critical("fatal_exit_forced", after_s=seconds, reason=reason)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def create_app(
     settings: Settings,
     service: ModerationService,
     policies: PolicyStore,
     metrics: WorkerMetrics,
+    *,
+    group_instance_id: str | None = None,
 ) -> faust.App:
     log = get_logger("moderation.worker", worker_id=service.worker_id)
     datadir = Path(settings.cache_dir) / "faust" / settings.group_id
@@ -81,8 +129,13 @@ def create_app(
         broker_max_poll_interval=settings.max_poll_interval_ms / 1000,
         broker_commit_every=max(settings.max_batch, 100),
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 5000),
+        consumer_group_instance_id=group_instance_id,
         producer_acks=-1,
         producer_linger_ms=5,
+        # room for the largest record we build (emit bounds them to max_record_bytes) plus framing
+        producer_max_request_size=max(settings.max_record_bytes + 65_536, 1_048_576),
         stream_buffer_maxsize=max(4 * settings.max_batch, 4096),
         stream_wait_empty=False,
         worker_redirect_stdouts=False,
@@ -93,6 +146,15 @@ def create_app(
 
     async def send(record: OutRecord) -> Any:
         return await app.producer.send(record.topic, record.key, record.value, None, None, record.headers)
+
+    committer = Committer(lambda: app.consumer.commit(), log)
+
+    def fatal(exc: BaseException) -> None:
+        """A system failure (broker, model): report not-live at once and make sure the process ends."""
+        reason = f"{type(exc).__name__}: {exc}"
+        service.readiness.fatal = reason
+        log.critical("batch_failed", error=str(exc), error_type=type(exc).__name__)
+        exit_after(settings.shutdown_grace_s, log, reason)
 
     @app.agent(posts, concurrency=1)  # type: ignore[arg-type]  # noack_take lives on Stream, not StreamT
     async def moderate(stream: faust.Stream) -> None:
@@ -117,11 +179,16 @@ def create_app(
             try:
                 await service.handle(messages, send)
             except Exception as exc:
-                log.error("batch_failed", error=str(exc), error_type=type(exc).__name__, size=len(events))
+                fatal(exc)
                 await app.crash(exc)
                 return
             for ev in events:
                 await stream.ack(ev)
+            committer.request()
+
+    @app.task
+    async def commit_after_batches() -> None:
+        await committer.run()
 
     @app.timer(settings.policy_reload_s)
     async def reload_policy() -> None:
@@ -129,6 +196,9 @@ def create_app(
 
     @app.timer(5.0)
     async def report_lag() -> None:
+        suppressor = repeat_suppressor()
+        if suppressor is not None:
+            suppressor.flush(log.warning)
         consumer = app.consumer
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
@@ -140,9 +210,17 @@ def create_app(
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance(sender: Any, **_: Any) -> None:
-        service.readiness.consumer_assigned = True
         parts = sorted(f"{tp.topic}/{tp.partition}" for tp in app.consumer.assignment())
         log.info("partitions_assigned", partitions=parts)
+
+    def assigned_partitions() -> int:
+        try:
+            return sum(1 for tp in app.consumer.assignment() if tp.topic == settings.input_topic)
+        except Exception:  # no consumer yet
+            return 0
+
+    service.readiness.partitions = assigned_partitions
+    service.readiness.stalled = service.stalled_for
 
     return app
 

@@ -1,8 +1,15 @@
 """``moderation worker``: start-up order matters for Kubernetes probes.
 
-1. HTTP server first, so /healthz answers and /readyz says "not ready" while models load.
-2. Models and policy, verified; any problem → a clear log line and exit code 2 (fail fast).
-3. Topics ensured, then the faust worker runs until SIGTERM (graceful drain, exit 0).
+1. Settings validated; invalid → one clear log line, exit 2.
+2. HTTP server first, so /healthz answers and /readyz says "not ready" while models load; a port in
+   use → exit 2.
+3. Models and policy, verified; any problem → a clear log line and exit 2 (fail fast).
+4. Topics ensured; an unreachable broker is retried with backoff for MODERATION_STARTUP_TIMEOUT_S, then
+   exit 3; refused credentials are not retried (exit 3 at once, naming the settings to check).
+5. The faust worker runs until SIGTERM (graceful drain, exit 0) or a fatal error (exit 1, promptly).
+
+Exit codes: 0 stopped on request · 1 fatal error while running · 2 bad configuration, model or
+policy · 3 the broker could not be reached or refused us.
 """
 
 from __future__ import annotations
@@ -10,9 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
 
 from moderation.emit import Topics
-from moderation.errors import ModerationError
+from moderation.errors import BrokerError, ModerationError
 from moderation.logs import configure_logging, get_logger
 from moderation.metrics import WorkerMetrics
 from moderation.pipeline import Pipeline
@@ -20,13 +32,40 @@ from moderation.policy import PolicyStore
 from moderation.settings import Settings, load_settings
 from moderation.worker.app import GracefulWorker, check_policy, create_app, default_worker_id, ensure_topics
 from moderation.worker.http import Readiness, build_http_app, start_http
+from moderation.worker.identity import group_instance_id
 from moderation.worker.service import ModerationService
+
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+EXIT_BROKER = 3
 
 
 def run_worker(args: argparse.Namespace | None = None) -> int:
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level, log_post_text=settings.log_post_text)
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        configure_logging()
+        get_logger("moderation.worker").critical("startup_failed", error=describe_settings_error(exc))
+        return EXIT_CONFIG
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        log_post_text=settings.log_post_text,
+        repeat_window_s=settings.log_repeat_window_s,
+    )
     return serve(settings)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per bad setting, named as the operator sets it."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        env = f"MODERATION_{field.upper()}" if error["loc"] else "settings"
+        value = error.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) and len(str(value)) < 80 else ""
+        problems.append(f"{env}: {error['msg']}{shown}")
+    return "invalid settings: " + "; ".join(problems)
 
 
 def serve(settings: Settings) -> int:
@@ -37,21 +76,38 @@ def serve(settings: Settings) -> int:
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    runner = loop.run_until_complete(start_http(build_http_app(metrics, readiness.check), settings.http_port))
-    log.info("starting", http_port=settings.http_port, bootstrap=settings.bootstrap_servers)
+    http = build_http_app(metrics, readiness.check, readiness.live)
+    try:
+        runner = loop.run_until_complete(start_http(http, settings.http_port, settings.http_host))
+    except OSError as exc:
+        log.critical(
+            "startup_failed",
+            error=f"cannot serve HTTP on {settings.http_host}:{settings.http_port} ({exc.strerror or exc}); "
+            "free the port or set MODERATION_HTTP_PORT / MODERATION_HTTP_HOST",
+            error_type=type(exc).__name__,
+        )
+        return EXIT_CONFIG
+    log.info(
+        "starting", http=f"{settings.http_host}:{settings.http_port}", bootstrap=settings.bootstrap_servers
+    )
+    slot_lock = None
     try:
         service, policies = loop.run_until_complete(_load(settings, metrics, worker_id, readiness))
-        loop.run_until_complete(ensure_topics(settings, [settings.input_topic, *Topics.from_settings(settings).all()]))
-    except ModerationError as exc:
-        log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__)
+        topics = [settings.input_topic, *Topics.from_settings(settings).all()]
+        loop.run_until_complete(
+            retry_broker(lambda: ensure_topics(settings, topics), settings, log)
+        )
+        instance_id, slot_lock = group_instance_id(
+            settings.group_instance_id, settings.worker_id, settings.group_id, settings.cache_dir / "slots"
+        )
+    except (ModerationError, RuntimeError) as exc:
+        code = EXIT_BROKER if isinstance(exc, BrokerError) else EXIT_CONFIG
+        log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__, exit_code=code)
         loop.run_until_complete(runner.cleanup())
-        return 2
-    except Exception as exc:  # e.g. broker unreachable while ensuring topics
-        log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__)
-        loop.run_until_complete(runner.cleanup())
-        return 3
+        return code
     readiness.models_loaded, readiness.provider = True, service.model_info["provider"]
-    app = create_app(settings, service, policies, metrics)
+    app = create_app(settings, service, policies, metrics, group_instance_id=instance_id)
+    log.info("joining_group", group=settings.group_id, group_instance_id=instance_id)
     loop.add_signal_handler(signal.SIGHUP, check_policy, policies, metrics, log)
     worker = GracefulWorker(
         app,
@@ -70,13 +126,58 @@ def serve(settings: Settings) -> int:
         code = int(exc.code or 0)
     except Exception as exc:
         log.critical("worker_crashed", error=str(exc), error_type=type(exc).__name__)
-        code = 1
+        code = EXIT_FATAL
     finally:
         service.close()
-    if app.crash_reason is not None and code == 0:
-        code = 1
+        if slot_lock is not None:
+            slot_lock.release()
+    if (app.crash_reason is not None or readiness.fatal is not None) and code == 0:
+        code = EXIT_FATAL
     log.info("stopped", exit_code=code, batches=service.batches)
     return code
+
+
+async def retry_broker(
+    attempt: Callable[[], Awaitable[None]],
+    settings: Settings,
+    log: Any,
+    *,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 10.0,
+) -> None:
+    """Retry ``attempt`` while the broker is unreachable (a broker restarting with us is normal), with
+    exponential backoff, for at most MODERATION_STARTUP_TIMEOUT_S; then a :class:`BrokerError` that says what to check.
+    Errors that waiting cannot fix (refused credentials, bad configuration) are raised at once."""
+    from moderation.broker import security
+
+    timeout_s = settings.startup_timeout_s
+    deadline = time.monotonic() + timeout_s
+    delay = first_delay_s
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            await attempt()
+            return
+        except ModerationError:
+            raise
+        except Exception as exc:
+            auth = security.describe_auth_error(exc, settings)
+            if auth is not None:
+                raise BrokerError(auth) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerError(
+                    f"Kafka at {settings.bootstrap_servers} was not reachable for {timeout_s:g} s ({tries} tries; last "
+                    f"error {type(exc).__name__}: {exc}); check MODERATION_BOOTSTRAP_SERVERS and that the broker is "
+                    "up (locally: `moderation kafka status`)"
+                ) from None
+            wait = min(delay, max_delay_s, left)
+            log.warning(
+                "broker_unreachable", attempt=tries, retry_in_s=round(wait, 1), error=f"{type(exc).__name__}: {exc}"
+            )
+            await asyncio.sleep(wait)
+            delay *= 2
 
 
 async def _load(
@@ -101,6 +202,7 @@ async def _load(
         batch_timeout_s=settings.batch_timeout_s,
         inference_threads=settings.inference_threads,
         readiness=readiness,
+        max_record_bytes=settings.max_record_bytes,
     )
     get_logger("moderation.worker").info("models_loaded", **model, policy=policies.policy.version)
     return service, policies

@@ -7,7 +7,7 @@ answering and Kubernetes restarts the pod.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -18,27 +18,61 @@ from moderation.metrics import WorkerMetrics
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 
+def _none() -> int:
+    return 0
+
+
+def _not_stalled() -> float:
+    return 0.0
+
+
 @dataclass
 class Readiness:
-    """What /readyz reports: ready only with verified models, a joined group and no drain under way."""
+    """What /readyz and /healthz report.
+
+    Ready: verified models, at least one partition of the input topic held right now (not merely "a
+    rebalance once completed": a deleted topic or a group with more members than partitions leaves a
+    worker with nothing to consume), no drain under way, no fatal error.
+    Live: no fatal error and no batch running past its own timeout. A worker that cannot make progress
+    fails its liveness probe, so Kubernetes restarts it.
+    """
 
     models_loaded: bool = False
     provider: str | None = None
-    consumer_assigned: bool = False
     draining: bool = False
+    fatal: str | None = None  # set once, by the first system failure; the process is on its way out
+    partitions: Callable[[], int] = field(default=_none, repr=False)
+    stalled: Callable[[], float] = field(default=_not_stalled, repr=False)  # seconds past the batch timeout
 
     def check(self) -> tuple[bool, dict[str, Any]]:
-        ok = self.models_loaded and self.consumer_assigned and not self.draining
-        return ok, asdict(self)
+        held = self.partitions()
+        ok = self.models_loaded and held > 0 and not self.draining and self.fatal is None
+        return ok, {
+            "models_loaded": self.models_loaded,
+            "provider": self.provider,
+            "assigned_partitions": held,
+            "draining": self.draining,
+            "fatal": self.fatal,
+        }
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        overdue = self.stalled()
+        ok = self.fatal is None and overdue <= 0
+        return ok, {"status": "ok" if ok else "failing", "fatal": self.fatal, "batch_overdue_s": round(overdue, 1)}
 
 
-def build_http_app(metrics: WorkerMetrics, ready: ReadyCheck) -> web.Application:
+def _always_live() -> tuple[bool, dict[str, Any]]:
+    return True, {"status": "ok"}
+
+
+def build_http_app(metrics: WorkerMetrics, ready: ReadyCheck, live: ReadyCheck = _always_live) -> web.Application:
     async def metrics_view(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        ok, detail = live()
+        return web.json_response(detail, status=200 if ok else 503)
 
     async def readyz(_: web.Request) -> web.Response:
         ok, detail = ready()

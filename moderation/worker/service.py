@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from moderation.emit import OutRecord, Topics, records_for
-from moderation.errors import ModerationError
+from moderation.emit import OutputGroup, Topics, dlq_record, plan_outputs
+from moderation.errors import ModerationError, OutputError
 from moderation.logs import get_logger
 from moderation.metrics import WorkerMetrics
 from moderation.pipeline import BatchResult, Message, Pipeline
 from moderation.worker.http import Readiness
-
-# send(record) → awaitable that resolves when the broker acknowledged the record
-Send = Callable[[OutRecord], Awaitable[Awaitable[Any]]]
+from moderation.worker.produce import Refused, Send, produce_groups
 
 
 class BatchTimeout(ModerationError):
     """A batch outlasted MODERATION_BATCH_TIMEOUT_S; the worker restarts rather than stall the group."""
+
+
+class DeadLetterRefused(ModerationError):
+    """The DLQ topic refused even a bare DLQ record: a system problem (topic config, ACLs), not the message's."""
 
 
 class ModerationService:
@@ -40,6 +42,7 @@ class ModerationService:
         batch_timeout_s: float,
         inference_threads: int = 1,
         readiness: Readiness | None = None,
+        max_record_bytes: int = 1_000_000,
     ) -> None:
         self.pipeline = pipeline
         self.topics = topics
@@ -47,6 +50,9 @@ class ModerationService:
         self.model_info = model_info
         self.worker_id = worker_id
         self.batch_timeout_s = batch_timeout_s
+        self.max_record_bytes = max_record_bytes
+        self.batch_started: float | None = None  # monotonic start of the batch in flight
+        self.last_batch_done: float | None = None
         self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="ort")
         self.log = get_logger("moderation.worker", worker_id=worker_id)
         self.batches = 0
@@ -59,6 +65,7 @@ class ModerationService:
         self.idle.clear()
         self.metrics.in_flight.set(len(messages))
         self.batches += 1
+        self.batch_started = time.monotonic()
         try:
             return await asyncio.wait_for(self._handle(messages, send), self.batch_timeout_s)
         except TimeoutError:
@@ -68,15 +75,25 @@ class ModerationService:
             ) from None
         finally:
             self.metrics.in_flight.set(0)
+            self.batch_started = None
+            self.last_batch_done = time.monotonic()
             self.idle.set()
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds the batch in flight has run past its timeout (0 when none is late): a batch that
+        outlives its own timeout means the event loop or the executor is stuck."""
+        if self.batch_started is None:
+            return 0.0
+        return max(0.0, (now or time.monotonic()) - self.batch_started - self.batch_timeout_s)
 
     async def _handle(self, messages: Sequence[Message], send: Send) -> BatchResult:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, self.pipeline.run, messages)
         t0 = time.perf_counter()
-        records = records_for(result, self.topics, self.model_info, self.worker_id)
-        pending = [await send(record) for record in records]
-        await asyncio.gather(*pending)
+        groups = plan_outputs(result, self.topics, self.model_info, self.worker_id, self.max_record_bytes)
+        refused = await produce_groups(groups, send)
+        if refused:
+            await self._dead_letter_refused(result, refused, send)
         produce_s = time.perf_counter() - t0
         self.metrics.observe_batch(result, produce_s)
         actions: dict[str, int] = {}
@@ -95,6 +112,38 @@ class ModerationService:
             partitions=sorted({m.origin.partition for m in messages}),
         )
         return result
+
+    async def _dead_letter_refused(self, result: BatchResult, refused: list[Refused], send: Send) -> None:
+        """Posts whose records the broker refused go to the DLQ; a refused DLQ copy is re-sent bare
+        (headers with the original's size and hash, no payload). If even that is refused, the batch fails."""
+        fallback: list[OutputGroup] = []
+        for group, record, exc in refused:
+            reason = f"{type(exc).__name__}: {exc}"
+            if group.rejected is None and group.moderated is not None:
+                rejected = result.dead_letter(
+                    group.moderated,
+                    OutputError(
+                        f"the broker refused the {record.topic} record ({reason}); check that topic's "
+                        "max.message.bytes against MODERATION_MAX_RECORD_BYTES"
+                    ),
+                )
+                dlq = dlq_record(rejected, self.topics, self.worker_id, self.max_record_bytes)
+            elif group.rejected is not None:
+                rejected = group.rejected
+                dlq = dlq_record(rejected, self.topics, self.worker_id, max_record_bytes=0)
+            else:  # pragma: no cover - every group is decided or rejected
+                raise AssertionError(group)
+            self.log.warning(
+                "output_refused", topic=record.topic, error=reason, origin=str(group.message.origin.offset)
+            )
+            fallback.append(OutputGroup(group.message, [dlq], rejected))
+        still = await produce_groups(fallback, send)
+        if still:
+            _, record, exc = still[0]
+            raise DeadLetterRefused(
+                f"the DLQ topic {record.topic} refused {len(still)} record(s) even without payload "
+                f"({type(exc).__name__}: {exc}); check its configuration and ACLs"
+            )
 
     @property
     def draining(self) -> bool:

@@ -77,12 +77,29 @@ def test_readiness_rules() -> None:
     r.models_loaded = True
     assert r.check() == (
         False,
-        {"models_loaded": True, "provider": None, "consumer_assigned": False, "draining": False},
+        {"models_loaded": True, "provider": None, "assigned_partitions": 0, "draining": False, "fatal": None},
     )
-    r.consumer_assigned = True
+    held = [2]
+    r.partitions = lambda: held[0]
     assert r.check()[0] is True
+    held[0] = 0  # partitions taken away (topic deleted, or more members than partitions)
+    assert r.check()[0] is False
+    held[0] = 1
     r.draining = True
     assert r.check()[0] is False
+
+
+def test_liveness_rules() -> None:
+    r = Readiness()
+    assert r.live() == (True, {"status": "ok", "fatal": None, "batch_overdue_s": 0.0})
+    overdue = [12.34]
+    r.stalled = lambda: overdue[0]
+    assert r.live() == (False, {"status": "failing", "fatal": None, "batch_overdue_s": 12.3})
+    overdue[0] = 0.0
+    r.fatal = "BatchTimeout: batch took too long"
+    ok, detail = r.live()
+    assert not ok and detail["fatal"].startswith("BatchTimeout")
+    assert r.check()[0] is False  # not ready either
 
 
 async def test_ready_only_after_models_load(deployment: Setup) -> None:
