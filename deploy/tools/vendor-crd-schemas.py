@@ -4,8 +4,8 @@
 
 Downloads the pinned Go modules of KEDA and prometheus-operator through the Go module proxy
 (`go mod download`, into a throw-away module cache) and writes the openAPIV3Schema of each served
-version of ScaledObject and ServiceMonitor as JSON. Run it only to move to a new release; the tests
-never touch the network.
+version of ScaledObject, TriggerAuthentication and ServiceMonitor as JSON. Run it only to move to a
+new release; the tests never touch the network.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ OUT = Path(__file__).resolve().parents[2] / "tests" / "deploy" / "schemas"
 SOURCES = [
     # (module@version, CRD file inside the module zip)
     ("github.com/kedacore/keda/v2@v2.21.0", "config/crd/bases/keda.sh_scaledobjects.yaml"),
+    ("github.com/kedacore/keda/v2@v2.21.0", "config/crd/bases/keda.sh_triggerauthentications.yaml"),
     (
         "github.com/prometheus-operator/prometheus-operator@v0.85.0",
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",

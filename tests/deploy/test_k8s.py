@@ -45,6 +45,7 @@ INSTALL_HINT = (
 )
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobject_v1alpha1.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentication_v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitor_v1.json",
 }
 STRIMZI_GROUP = "kafka.strimzi.io"
@@ -131,13 +132,26 @@ def settings_env(objs: tuple[dict[str, Any], ...]) -> dict[str, str]:
         assert name in maps, f"envFrom references ConfigMap {name!r}, which the overlay does not render"
         env.update(maps[name])
     for item in container.get("env", []):
-        env[item["name"]] = item.get("value", "<from fieldRef>")
+        secret = item.get("valueFrom", {}).get("secretKeyRef")
+        if secret is not None:
+            env[item["name"]] = f"<from secret {secret['name']}/{secret['key']}>"
+        else:
+            env[item["name"]] = item.get("value", "<from fieldRef>")
     return env
 
 
+SSL_FILE_SETTINGS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
 def effective_settings(objs: tuple[dict[str, Any], ...]) -> Settings:
-    """The Settings a pod would build from its env (validated by pydantic, defaults for the rest)."""
+    """The Settings a pod would build from its env (validated by pydantic, defaults for the rest).
+
+    Values from a Secret count as set; TLS files (mounted in the pod, checked by
+    test_kafka_credentials_come_from_a_secret) are stood in for by a file that exists here."""
     values = {k.removeprefix("MODERATION_").lower(): v for k, v in settings_env(objs).items() if v != "<from fieldRef>"}
+    for name in SSL_FILE_SETTINGS:
+        if values.get(name):
+            values[name] = __file__
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -479,3 +493,41 @@ def test_gpu_only_where_asked(overlay: str) -> None:
     assert settings.model_variant == "fp16"
     assert settings.require_provider == "CUDAExecutionProvider"
     assert settings.provider_list()[0] == "CUDAExecutionProvider"
+
+
+CREDENTIALS_SECRET = "moderation-kafka-credentials"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_credentials_come_from_a_secret(overlay: str) -> None:
+    objs = render(overlay)
+    env = settings_env(objs)
+    settings = effective_settings(objs)
+    assert settings.security_protocol == "SASL_SSL" and settings.sasl_mechanism.startswith("SCRAM-")
+    # the password (and user) come from the Secret, never from a ConfigMap
+    assert env["MODERATION_SASL_PASSWORD"] == f"<from secret {CREDENTIALS_SECRET}/password>"
+    assert env["MODERATION_SASL_USERNAME"] == f"<from secret {CREDENTIALS_SECRET}/username>"
+    for configmap in of_kind(objs, "ConfigMap"):
+        assert not {"MODERATION_SASL_PASSWORD", "MODERATION_SASL_USERNAME"} & set(configmap.get("data", {}))
+    # the CA file is the Secret's ca.crt, mounted read-only where MODERATION_SSL_CAFILE points
+    cafile = Path(env["MODERATION_SSL_CAFILE"])
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in worker_container(objs)["volumeMounts"] if cafile.parent == Path(m["mountPath"])]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == CREDENTIALS_SECRET
+    assert {"key": "ca.crt", "path": cafile.name} in secret["items"]
+    # KEDA reads the lag over the same kind of connection, with the same Secret
+    for scaled in of_kind(objs, "ScaledObject"):
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["sasl"] == settings.sasl_mechanism.lower().replace("-", "_").replace("sha_", "sha")
+        assert trigger["metadata"]["tls"] == "enable"
+        auth_name = trigger["authenticationRef"]["name"]
+        (auth,) = [a for a in of_kind(objs, "TriggerAuthentication") if a["metadata"]["name"] == auth_name]
+        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        assert refs == {
+            "username": (CREDENTIALS_SECRET, "username"),
+            "password": (CREDENTIALS_SECRET, "password"),
+            "ca": (CREDENTIALS_SECRET, "ca.crt"),
+        }
