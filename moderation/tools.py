@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress
 
 from moderation.broker import resolve_bootstrap
-from moderation.broker.security import client_kwargs
+from moderation.broker.security import check_auth, client_kwargs
 from moderation.errors import ConfigError
 from moderation.settings import Settings, load_settings
 
@@ -90,6 +90,7 @@ def run_produce(args: argparse.Namespace) -> int:
     topic = args.topic or settings.input_topic
     lines = read_lines(Path(args.file))
     bootstrap = resolve_bootstrap(settings)
+    asyncio.run(check_auth(settings))  # wrong credentials: one clear error line, not a traceback
     started = time.perf_counter()
     sent = asyncio.run(
         produce_lines(bootstrap, topic, lines, rate=args.rate, repeat=args.repeat, kafka_kwargs=client_kwargs(settings))
@@ -100,6 +101,7 @@ def run_produce(args: argparse.Namespace) -> int:
 
 
 async def tail_topic(settings: Settings, topic: str, *, from_beginning: bool, limit: int) -> int:
+    await check_auth(settings)
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=resolve_bootstrap(settings),

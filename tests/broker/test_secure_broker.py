@@ -8,6 +8,9 @@ clear message and exit code 3 instead of a retry loop.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,6 +66,27 @@ async def test_a_broker_certificate_from_another_ca_is_refused(secure_broker: Se
         update={"bootstrap_servers": secure_broker.bootstrap.replace("127.0.0.1", "localhost")}
     )
     await check_auth(by_name)
+
+
+def test_produce_and_tail_commands_connect_with_the_settings(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "a", "text": "hello"}\n{"id": "b", "text": "world"}\n')
+    topic = f"secure-cli-{uuid.uuid4().hex[:8]}"
+
+    def moderation(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **secure_broker.env(password=password)}
+        cmd = [sys.executable, "-m", "moderation.cli", *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    produced = moderation("produce", "--file", str(posts), "--topic", topic)
+    assert produced.returncode == 0, produced.stderr
+    tailed = moderation("tail", topic, "--from-beginning", "--max", "2")
+    assert tailed.returncode == 0, tailed.stderr
+    assert sorted(orjson.loads(line)["key"] for line in tailed.stdout.splitlines()) == ["a", "b"]
+    denied = moderation("tail", topic, "--from-beginning", "--max", "2", password="wrong-password")
+    assert denied.returncode == 2
+    assert denied.stderr.startswith("error: authentication failed for user alice (SCRAM-SHA-512)"), denied.stderr
+    assert "Traceback" not in denied.stderr
 
 
 async def test_worker_decides_posts_over_sasl_ssl(
