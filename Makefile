@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: help setup setup-train k8s-tools kafka kafka-down kafka-status lint typecheck test demo models models-eval \
-	bench bench-engine bench-gpu loadtest k8s clean
+	bench bench-engine bench-gpu faults loadtest k8s clean
 
 help: ## Show the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench-engine: setup ## The inference engine alone on CPU (int8 vs fp32, by batch
 
 bench-gpu: setup ## The engine on an NVIDIA GPU (fp16, buckets x batch x IOBinding); refuses without CUDA.
 	$(BIN)/moderation bench gpu --out bench-results/gpu.json
+
+faults: setup ## Fault suite on a private broker: kill -9 x5 + broker restart in 30k posts, poison corpus, 4 codecs -> RELIABILITY.md.
+	$(BIN)/moderation bench faults --out bench-results/faults.json --report RELIABILITY.md
 
 LOAD_RATE ?= 14
 LOAD_DURATION ?= 60s

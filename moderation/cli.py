@@ -85,14 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for release.")
     models.set_defaults(handler=_models)
 
-    bench = sub.add_parser("bench", help="Benchmarks (engine alone, or end to end through Kafka).")
-    bench.add_argument("target", choices=["engine", "pipeline", "gpu"])
+    bench = sub.add_parser(
+        "bench", help="Benchmarks (engine alone, or end to end through Kafka) and the fault suite (faults)."
+    )
+    bench.add_argument("target", choices=["engine", "pipeline", "gpu", "faults"])
     bench.add_argument("--out", default=None, help="Write results (JSON/markdown) here.")
     bench.add_argument("--seconds", type=float, default=None, help="Time budget per measurement.")
     bench.add_argument("--batch-sizes", default=None, help="Comma-separated batch sizes (engine, gpu).")
     bench.add_argument("--variants", default=None, help="Comma-separated model variants (engine: int8,fp32).")
     bench.add_argument("--posts", type=int, default=None, help="Posts per throughput run (pipeline).")
     bench.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for numbers (pipeline).")
+    bench.add_argument("--kills", type=int, default=None, help="Worker SIGKILLs during the stream (faults).")
+    bench.add_argument(
+        "--scenarios", default=None, help="Comma-separated subset of kill,poison,codecs (faults; default all)."
+    )
+    bench.add_argument(
+        "--report",
+        default=None,
+        help="Markdown file whose fault-suite section is rewritten (faults: RELIABILITY.md; - for none).",
+    )
     bench.set_defaults(handler=_bench)
 
     worker = sub.add_parser("worker", help="Run a stream worker (faust agent) until SIGTERM.")

@@ -6,6 +6,7 @@ environment variables) and judged ready the way Kubernetes judges it (``/readyz`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -128,6 +129,34 @@ class WorkerProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+async def create_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    config: Mapping[str, str] | None = None,
+    timeout_s: float = 30,
+) -> None:
+    """Create ``names`` (``config``: topic configs for all of them) and wait until every partition has a
+    leader, since CreateTopics returns before that and a producer started at once would fail."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        topics = [NewTopic(t, partitions, 1, topic_configs=dict(config or {})) for t in names]
+        await asyncio.wait_for(admin.create_topics(topics), timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = await asyncio.wait_for(admin.describe_topics(names), timeout_s)
+            if all(d["error_code"] == 0 and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topics {names} still have partitions without a leader after {timeout_s:.0f}s")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""``moderation bench {engine,gpu,pipeline}``: dispatch to the benchmark modules."""
+"""``moderation bench {engine,gpu,pipeline,faults}``: dispatch to the benchmark modules."""
 
 from __future__ import annotations
 
@@ -27,4 +27,8 @@ def run(args: argparse.Namespace) -> int:
                 "`moderation bench engine` measures the inference engine alone"
             ) from None
         return run_pipeline(args)
-    raise ConfigError(f"unknown benchmark target {args.target!r}: use engine, gpu or pipeline")
+    if args.target == "faults":
+        from moderation.bench.faults import run as run_faults
+
+        return run_faults(args)
+    raise ConfigError(f"unknown benchmark target {args.target!r}: use engine, gpu, pipeline or faults")

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -49,9 +49,9 @@ from rich.table import Table
 from moderation.bench.workload import length_profile, synthesize, vocabulary_words
 from moderation.broker import KAFKA_VERSION
 from moderation.dedupe import text_key
-from moderation.errors import ConfigError, ModerationError
+from moderation.errors import BrokerError, ConfigError, ModerationError
 from moderation.infer import OnnxEngine
-from moderation.launch import OUTPUTS, WorkerProcess, kafka_broker, stop_process, topic_env
+from moderation.launch import OUTPUTS, WorkerProcess, create_topics, kafka_broker, stop_process, topic_env
 from moderation.settings import Settings, load_settings
 from moderation.tokenize import TextTokenizer
 
@@ -201,22 +201,12 @@ class Bench:
     async def _topics(self, label: str) -> dict[str, str]:
         prefix = f"{self.run_id}-{next(self.seq)}-{label}"
         topics = {name: f"{prefix}.{name}" for name in ("posts", *OUTPUTS)}
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15_000)
-        await asyncio.wait_for(admin.start(), 30)
         try:
-            parts = self.settings.topic_partitions
-            await asyncio.wait_for(admin.create_topics([NewTopic(t, parts, 1) for t in topics.values()]), 30)
-            self.topics_made.extend(topics.values())
-            deadline = time.monotonic() + 30
-            while True:  # CreateTopics returns before every partition has a leader
-                described = await asyncio.wait_for(admin.describe_topics(list(topics.values())), 30)
-                if all(d["error_code"] == 0 and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
-                    return topics
-                if time.monotonic() > deadline:
-                    raise BenchError(f"topics {prefix}.* still have partitions without a leader after 30s")
-                await asyncio.sleep(0.1)
-        finally:
-            await admin.close()
+            await create_topics(self.bootstrap, list(topics.values()), self.settings.topic_partitions)
+        except BrokerError as exc:
+            raise BenchError(str(exc)) from None
+        self.topics_made.extend(topics.values())
+        return topics
 
     async def delete_topics(self) -> None:
         if not self.topics_made:
