@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         description="Kafka session.timeout.ms: how long the group waits for a member that vanished (and did not "
         "come back under its static id) before its partitions move.",
     )
+    metadata_max_age_ms: int = Field(
+        30_000,
+        ge=1_000,
+        description="How often clients refresh topic metadata: a deleted and recreated (or repartitioned) input "
+        "topic is consumed again within this time (Kafka's default is 5 min).",
+    )
     startup_timeout_s: float = Field(
         60.0, gt=0, description="How long start-up retries an unreachable broker (with backoff) before exit 3."
     )

@@ -132,6 +132,8 @@ def create_app(
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 5000),
         consumer_group_instance_id=group_instance_id,
+        consumer_metadata_max_age_ms=settings.metadata_max_age_ms,
+        producer_metadata_max_age_ms=settings.metadata_max_age_ms,
         producer_acks=-1,
         producer_linger_ms=5,
         # room for the largest record we build (emit bounds them to max_record_bytes) plus framing

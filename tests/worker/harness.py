@@ -58,9 +58,9 @@ class Setup:
 class WorkerProcess(launch.WorkerProcess):
     """A worker of one test deployment; its log lives in the test's tmp dir."""
 
-    def __init__(self, setup: Setup, name: str) -> None:
+    def __init__(self, setup: Setup, name: str, http_port: int | None = None) -> None:
         self.setup = setup
-        super().__init__(name, setup.env(), setup.workdir / f"{name}.log")
+        super().__init__(name, setup.env(), setup.workdir / f"{name}.log", http_port=http_port)
 
     def wait_ready(self, timeout_s: float = 90) -> None:
         try:
