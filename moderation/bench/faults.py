@@ -65,6 +65,8 @@ CRASH_LOOP_EXITS = 2
 INPUT_MAX_MESSAGE_BYTES = 2_000_000
 """The poison input topic's ``max.message.bytes``: large enough for the ~1 MB poison messages."""
 START_TIMEOUT_S = 180.0
+RESTART_BOUND_S = 10.0
+"""Full mode: a worker restarted after SIGKILL decides its first post within this (static membership)."""
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 CLIENTS = ("aiokafka", "librdkafka")
 JSON_NAME = "faults.json"
@@ -101,7 +103,7 @@ FULL = Profile(
     posts=30_000,
     kills=5,
     broker_restarts=1,
-    rate=400,
+    rate=250,  # about one worker's speed on 2 CPU cores, so every fault hits while posts are still arriving
     valid_after=3,
     codec_posts=200,
     outcome_timeout_s=60,
@@ -562,18 +564,21 @@ def log_events(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def last_error(path: Path) -> str:
-    """Why the worker's latest run failed: its last logged error (``event: ErrorType: message``), preferring
-    events that name an exception type; only lines since its last ``starting`` count."""
-    typed = other = ""
+    """Why the worker's latest run failed, from its log since its last ``starting`` line: the last event
+    that names an exception type (``event: ErrorType: message``), else the first error logged with a
+    traceback (the root cause, e.g. a fetcher crash), else the last error, else the last line."""
+    typed = traced = other = ""
     for e in log_events(path):
         if e.get("event") == "starting":
-            typed = other = ""
+            typed = traced = other = ""
         elif e.get("error_type"):
             typed = f"{e.get('event')}: {e['error_type']}: {str(e.get('error', ''))[:200]}"
         elif e.get("level") in ("error", "critical"):
-            other = f"{e.get('event')}"[:240]
-    if typed or other:
-        return typed or other
+            other = str(e.get("event"))[:240]
+            if e.get("exception") and not traced:
+                traced = other
+    if typed or traced or other:
+        return typed or traced or other
     with contextlib.suppress(OSError):
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
         return lines[-1][:240] if lines else ""
@@ -798,13 +803,28 @@ class Suite:
             not sup.exits and not sup.crash_looping,
             "none" if not sup.exits else f"{len(sup.exits)} exits; last: {sup.exits[-1].error}",
         )
-        over = [e for e in events if e.uncommitted_decided is not None and e.duplicates > e.uncommitted_decided]
+        in_flight = self.settings.max_batch * self.partitions
+        over = [e for e in events if e.duplicates > min(in_flight, e.uncommitted_decided or in_flight)]
         self.check(
-            "kill: duplicates ≤ decided-but-uncommitted posts at each fault",
+            f"kill: duplicates per fault ≤ posts in flight (uncommitted decided, at most max_batch × partitions "
+            f"= {in_flight})",
             not over,
-            ", ".join(f"{e.kind}@{e.at_s:.0f}s: {e.duplicates} > {e.uncommitted_decided}" for e in over)
-            or f"{dupes} duplicates in all",
+            ", ".join(f"{e.kind}@{e.at_s:.0f}s: {e.duplicates} (uncommitted {e.uncommitted_decided})" for e in over)
+            or "per fault: " + ", ".join(str(e.duplicates) for e in events),
         )
+        if p.name == "full":  # quick mode reports it; the shared CI machine is too noisy to fail on it
+            slow = [
+                e
+                for e in events
+                if e.kind == "kill"
+                and (e.restart_to_first_decision_s is None or e.restart_to_first_decision_s > RESTART_BOUND_S)
+            ]
+            self.check(
+                f"kill: a restarted worker decides within {RESTART_BOUND_S:.0f} s",
+                not slow,
+                "restart → first decision: "
+                + ", ".join(_fmt(e.restart_to_first_decision_s) + " s" for e in events if e.kind == "kill"),
+            )
         self.check("kill: nothing dead-lettered", dlq == 0, f"{dlq} DLQ records")
         return result
 
@@ -1245,10 +1265,26 @@ SECTION_BEGIN = "<!-- faults:{mode}:begin (written by `moderation bench faults`;
 SECTION_END = "<!-- faults:{mode}:end -->"
 HEADER = """# Reliability
 
-What the fault suite (`moderation bench faults`, `make faults`) does to real worker processes on a real
-broker, and what came out, measured. A short version of the same suite runs inside `make test`
-(`tests/bench/test_faults.py`, quick mode with the tiny test model). Each section below is rewritten by
-the run that measured it.
+What the fault suite (`moderation bench faults`; `make faults` runs the full mode) does to real
+`moderation worker` processes on a real broker, and what came out, measured. The suite starts its own
+private single-node broker (own state dir and port; the shared one is never touched) and, per scenario,
+fresh topics, a fresh consumer group and a worker started as Kubernetes starts it:
+
+1. **kill**: a stream of posts; the worker is SIGKILLed mid-stream (full mode: 5 times) and restarted
+   with the same worker id, port and environment, and the broker is stopped and started once (same
+   state dir, same port). Fails on any post without a decision, on an unexpected exit and on a fault
+   followed by more duplicates than the posts that were decided but not yet committed at that moment.
+2. **poison**: every kind of malformed, hostile, huge or edge-case message (`poison_corpus()` in
+   `moderation/bench/faults.py`), one at a time between valid posts. Each must give exactly one DLQ
+   record or exactly one decision; the valid posts after it must be decided; the worker must never exit.
+3. **codecs**: posts compressed with gzip, snappy, lz4 and zstd by aiokafka and by librdkafka
+   (confluent-kafka), each decided exactly once.
+
+A worker that exits on its own is restarted with a short back-off and declared crash-looping after two
+exits without output in between; the suite then commits the group past the offending message (as an
+operator would) so the rest of the corpus still runs. A short version runs inside `make test`
+(`tests/bench/test_faults.py`: quick mode, tiny test model). Each section below is rewritten by the run
+that measured it; JSON with every number: `bench-results/faults.json` (git-ignored).
 """
 
 
