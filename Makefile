@@ -77,7 +77,7 @@ faults: setup ## Fault suite on a private broker: kill -9 x5 + broker restart in
 LOAD_RATE ?= 14
 LOAD_DURATION ?= 60s
 loadtest: setup ## Locust, headless, against the local broker + a worker at 50k posts/hour; HTML + CSV report.
-	$(BIN)/python -m moderation.loadtest --rate $(LOAD_RATE) --duration $(LOAD_DURATION) --out loadtest/report
+	$(BIN)/python -m moderation.devtools.loadtest --rate $(LOAD_RATE) --duration $(LOAD_DURATION) --out loadtest/report
 
 # kustomize (pinned, built from the Go module proxy) and the Strimzi schemas (npm) go to
 # $MODERATION_TOOLS_DIR (default ~/.cache/moderation/tools); tests/deploy uses the same place.

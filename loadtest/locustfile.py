@@ -12,7 +12,7 @@ Kafka client: confluent-kafka (librdkafka). Its calls used here never block (``p
 ``consume(timeout=0)``, ``poll(0)``) and its network I/O runs in librdkafka's own native threads,
 so it cooperates with Locust's gevent loop without monkey-patching concerns.
 
-Run it with ``make loadtest`` (starts the broker and a worker; see ``moderation/loadtest.py``) or
+Run it with ``make loadtest`` (starts the broker and a worker; see ``moderation/devtools/loadtest.py``) or
 by hand against a running deployment::
 
     MODERATION_BOOTSTRAP_SERVERS=127.0.0.1:9092 locust -f loadtest/locustfile.py --headless \\
@@ -36,11 +36,11 @@ from locust import User, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from moderation.bench.workload import DEMO_DATA_DIR, synthesize, vocabulary_words
-from moderation.decode import decode_post
-from moderation.errors import InputError
-from moderation.settings import Settings
-from moderation.tokenize import TextTokenizer
+from moderation.core.errors import InputError
+from moderation.core.settings import Settings
+from moderation.devtools.bench.workload import DEMO_DATA_DIR, synthesize, vocabulary_words
+from moderation.pipeline.decode import decode_post
+from moderation.pipeline.tokenize import TextTokenizer
 
 SAMPLE_FILE = DEMO_DATA_DIR / "sample_posts.jsonl"
 

@@ -11,25 +11,25 @@ import sys
 from collections.abc import Callable, Sequence
 
 from moderation import __version__
-from moderation.errors import ModerationError
+from moderation.core.errors import ModerationError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from moderation.broker.cli import run
+    from moderation.devtools.broker.cli import run
 
     return run(args)
 
 
 def _models(args: argparse.Namespace) -> int:
-    from moderation.models.cli import run
+    from moderation.training.cli import run
 
     return run(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from moderation.bench.cli import run
+    from moderation.devtools.bench.cli import run
 
     return run(args)
 
@@ -41,25 +41,25 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from moderation.score_cli import run
+    from moderation.score import run
 
     return run(args)
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from moderation.tools import run_produce
+    from moderation.devtools.tools import run_produce
 
     return run_produce(args)
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from moderation.tools import run_tail
+    from moderation.devtools.tools import run_tail
 
     return run_tail(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from moderation.demo import run
+    from moderation.devtools.demo import run
 
     return run(args)
 

@@ -14,10 +14,9 @@ from typing import TypeVar
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from moderation.broker import LocalKafka, probe
-from moderation.broker.config import parse_host_port
-from moderation.errors import BrokerError
-from moderation.settings import Settings
+from moderation.core.errors import BrokerError
+from moderation.core.settings import Settings, parse_host_port
+from moderation.devtools.broker import LocalKafka, probe
 
 # --- Kafka (owned by the broker/CI engineer) ---------------------------------------------------------
 KAFKA_OP_TIMEOUT_S = 30.0

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from moderation.errors import ModelError
+from moderation.core.errors import ModelError
 
 MANIFEST_NAME = "manifest.json"
 REBUILD_HINT = "rebuild with `moderation models build`"

@@ -23,14 +23,14 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from moderation.broker.security import broker_credentials, check_auth, client_kwargs
-from moderation.emit import OutRecord
-from moderation.logs import get_logger, repeat_suppressor
-from moderation.metrics import WorkerMetrics
-from moderation.pipeline import Message
-from moderation.policy import PolicyStore
-from moderation.records import Origin
-from moderation.settings import Settings
+from moderation.core.logs import get_logger, repeat_suppressor
+from moderation.core.settings import Settings
+from moderation.pipeline.batch import Message
+from moderation.pipeline.emit import OutRecord
+from moderation.pipeline.policy import PolicyStore
+from moderation.pipeline.records import Origin
+from moderation.worker.metrics import WorkerMetrics
+from moderation.worker.security import broker_credentials, check_auth, client_kwargs
 from moderation.worker.service import ModerationService
 
 

@@ -23,16 +23,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from moderation.emit import Topics
-from moderation.errors import BrokerError, ModerationError
-from moderation.logs import configure_logging, get_logger
-from moderation.metrics import WorkerMetrics
-from moderation.pipeline import Pipeline
-from moderation.policy import PolicyStore
-from moderation.settings import Settings, load_settings
+from moderation.core.errors import BrokerError, ModerationError
+from moderation.core.logs import configure_logging, get_logger
+from moderation.core.settings import Settings, load_settings
+from moderation.pipeline.batch import Pipeline
+from moderation.pipeline.emit import Topics
+from moderation.pipeline.policy import PolicyStore
+from moderation.worker import security
 from moderation.worker.app import GracefulWorker, check_policy, create_app, default_worker_id, ensure_topics
 from moderation.worker.http import Readiness, build_http_app, start_http
 from moderation.worker.identity import group_instance_id
+from moderation.worker.metrics import WorkerMetrics
 from moderation.worker.service import ModerationService
 
 EXIT_FATAL = 1
@@ -146,10 +147,8 @@ async def retry_broker(
     max_delay_s: float = 10.0,
 ) -> None:
     """Retry ``attempt`` while the broker is unreachable (a broker restarting with us is normal), with
-    exponential backoff, for at most MODERATION_STARTUP_TIMEOUT_S; then a :class:`BrokerError` that says what to check.
+    exponential backoff, for at most MODERATION_STARTUP_TIMEOUT_S; then a :class:`BrokerError` saying what to check.
     Errors that waiting cannot fix (refused credentials, bad configuration) are raised at once."""
-    from moderation.broker import security
-
     timeout_s = settings.startup_timeout_s
     deadline = time.monotonic() + timeout_s
     delay = first_delay_s
@@ -183,7 +182,7 @@ async def retry_broker(
 async def _load(
     settings: Settings, metrics: WorkerMetrics, worker_id: str, readiness: Readiness
 ) -> tuple[ModerationService, PolicyStore]:
-    from moderation.infer import OnnxEngine  # imported here: ORT import is slow and not needed for --help
+    from moderation.pipeline.infer import OnnxEngine  # imported here: ORT import is slow and not needed for --help
 
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, OnnxEngine.from_settings, settings)

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from moderation.metrics import WorkerMetrics
+from moderation.worker.metrics import WorkerMetrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import errors as kafka_errors
 
-from moderation.emit import OutputGroup, OutRecord
+from moderation.pipeline.emit import OutputGroup, OutRecord
 
 # send(record) → awaitable that resolves when the broker acknowledged the record
 Send = Callable[[OutRecord], Awaitable[Awaitable[Any]]]

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from moderation.emit import OutputGroup, Topics, dlq_record, plan_outputs
-from moderation.errors import ModerationError, OutputError
-from moderation.logs import get_logger
-from moderation.metrics import WorkerMetrics
-from moderation.pipeline import BatchResult, Message, Pipeline
+from moderation.core.errors import ModerationError, OutputError
+from moderation.core.logs import get_logger
+from moderation.pipeline.batch import BatchResult, Message, Pipeline
+from moderation.pipeline.emit import OutputGroup, Topics, dlq_record, plan_outputs
 from moderation.worker.http import Readiness
+from moderation.worker.metrics import WorkerMetrics
 from moderation.worker.produce import Refused, Send, produce_groups
 
 

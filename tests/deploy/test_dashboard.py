@@ -18,10 +18,10 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from moderation.metrics import WorkerMetrics
-from moderation.settings import Settings
+from moderation.core.settings import Settings
 from moderation.worker.cli import _load
 from moderation.worker.http import Readiness, build_http_app
+from moderation.worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "moderation-dashboard.json"

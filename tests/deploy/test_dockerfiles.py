@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from moderation.cli import build_parser
-from moderation.metrics import WorkerMetrics
+from moderation.core.settings import DEFAULT_MODEL_DIR, Settings
 from moderation.models.manifest import MANIFEST_NAME, Manifest, load_manifest
-from moderation.settings import DEFAULT_MODEL_DIR, Settings
 from moderation.worker.http import Readiness, build_http_app
+from moderation.worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -310,7 +310,7 @@ def test_dockerignore_lets_the_copied_files_through() -> None:
                 verdict = not negate
         return verdict
 
-    assert ignored(".venv/bin/python") and ignored("tests/test_policy.py")
+    assert ignored(".venv/bin/python") and ignored("tests/pipeline/test_policy.py")
     assert ignored("moderation/__pycache__/cli.cpython-311.pyc")
     for df in map(parse, DOCKERFILES.values()):
         for stage in df.stages:

@@ -30,10 +30,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from moderation.metrics import WorkerMetrics
-from moderation.policy import parse_policy
-from moderation.settings import DEFAULT_POLICY_FILE, Settings
+from moderation.core.settings import DEFAULT_POLICY_FILE, Settings
+from moderation.pipeline.policy import parse_policy
 from moderation.worker.http import Readiness, build_http_app
+from moderation.worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -393,7 +393,7 @@ def test_policy_configmap_is_a_valid_policy_mounted_for_hot_reload(overlay: str)
     policy = parse_policy(text, source=f"ConfigMap {cm_name}/{key}")
     assert policy.labels
     assert text == DEFAULT_POLICY_FILE.read_text(encoding="utf-8"), (
-        "k8s/base/policy.yaml drifted from moderation/policies/default.yaml: copy it again"
+        "k8s/base/policy.yaml drifted from moderation/pipeline/policies/default.yaml: copy it again"
     )
 
 

@@ -18,8 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from moderation.broker import probe
-from moderation.broker.config import parse_host_port
+from moderation.core.settings import parse_host_port
+from moderation.devtools.broker import probe
 
 N_MESSAGES = 10_000
 PARTITIONS = 6

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from moderation.errors import ModelError
+from moderation.core.errors import ModelError
 from moderation.models.manifest import (
     has_file,
     load_manifest,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from moderation.infer import CPU, OnnxEngine
+from moderation.core.settings import DEFAULT_MODEL_DIR
 from moderation.models.manifest import load_manifest, verify_all
-from moderation.settings import DEFAULT_MODEL_DIR
+from moderation.pipeline.infer import CPU, OnnxEngine
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from moderation import launch
-from moderation.errors import ModerationError
+from moderation.core.errors import ModerationError
+from moderation.devtools import launch
 
 OUTPUTS = launch.OUTPUTS
 
@@ -76,7 +76,7 @@ async def produce(
     rate: float = 0,
     client_kwargs: Mapping[str, Any] | None = None,
 ) -> int:
-    """``client_kwargs``: TLS/SASL for a secure broker (``moderation.broker.security.client_kwargs``)."""
+    """``client_kwargs``: TLS/SASL for a secure broker (``moderation.worker.security.client_kwargs``)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **(client_kwargs or {}))
     await asyncio.wait_for(producer.start(), 30)
     sent = 0

@@ -23,9 +23,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.console import Console
 
-from moderation.broker import LocalKafka
-from moderation.broker.local import free_port
-from moderation.settings import Settings
+from moderation.core.settings import Settings
+from moderation.devtools.broker import LocalKafka
+from moderation.devtools.broker.local import free_port
 from tests.worker.harness import Setup, WorkerProcess, post, produce, read_topic
 
 pytestmark = pytest.mark.kafka

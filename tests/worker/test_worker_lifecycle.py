@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from moderation.launch import free_port
+from moderation.devtools.launch import free_port
 from tests.worker.harness import Setup, WorkerProcess, mixed_stream, post, produce, read_topic
 
 

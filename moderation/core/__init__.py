@@ -1,0 +1,1 @@
+"""What every layer shares: the one typed settings object, the errors module, structured logging."""

@@ -1,0 +1,317 @@
+"""Stage 5 — decide: scores + post → allow / review / block, with the reasons that fired.
+
+The policy is data (a versioned YAML file) and ``decide`` is a pure function of (policy, post,
+scores). That keeps decisions reproducible for audits and lets ``moderation score`` dry-run a new
+policy over yesterday's posts. :class:`PolicyStore` is the only stateful part: it swaps in a new
+policy when the file changes (or on SIGHUP) and keeps the old one if the new file is invalid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from moderation.core.errors import PolicyError
+from moderation.pipeline.records import Action, Decision, Post, Scores
+
+TRIGGERS = ("low_confidence", "multi_factor", "high_stakes", "novel_input")
+_RANK: dict[Action, int] = {"allow": 0, "review": 1, "block": 2}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """A score in [review, block) sends the post to review; ≥ block blocks it."""
+
+    review: float = Field(ge=0.0, le=1.0)
+    block: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.review > self.block:
+            raise ValueError(f"review threshold {self.review} is above block threshold {self.block}")
+        return self
+
+
+class LowConfidence(_Strict):
+    enabled: bool = True
+    min_confidence: float = Field(0.85, ge=0.0, le=1.0)
+
+
+class MultiFactor(_Strict):
+    enabled: bool = True
+    min_labels: int = Field(2, ge=2)
+
+
+class HighStakes(_Strict):
+    enabled: bool = True
+    # context keys whose truthy value marks a post as high-stakes
+    context_flags: tuple[str, ...] = ("verified_author", "is_ad", "high_stakes")
+    audience_key: str = "audience_size"
+    min_audience: int = Field(100_000, ge=0)
+
+
+class NovelInput(_Strict):
+    enabled: bool = True
+    # top category probability below this → the post is unlike anything the model was trained on
+    max_category_prob_below: float = Field(0.35, ge=0.0, le=1.0)
+    long_text_chars: int = Field(2_000, ge=1)
+    # share of characters that are neither letters, digits, whitespace nor common punctuation
+    odd_char_ratio: float = Field(0.3, ge=0.0, le=1.0)
+
+
+class Escalation(_Strict):
+    low_confidence: LowConfidence = LowConfidence()
+    multi_factor: MultiFactor = MultiFactor()
+    high_stakes: HighStakes = HighStakes()
+    novel_input: NovelInput = NovelInput()
+
+
+class Policy(_Strict):
+    version: str = Field(min_length=1)
+    description: str = ""
+    # "task.label" → thresholds, e.g. "toxicity.hate"
+    labels: dict[str, Thresholds]
+    # category label → {"task.label": thresholds}: replaces the label's thresholds for that category
+    category_overrides: dict[str, dict[str, Thresholds]] = {}
+    category_task: str = "category"
+    escalation: Escalation = Escalation()
+    on_escalation: Literal["keep", "review"] = "keep"
+
+    @model_validator(mode="after")
+    def _overrides_known(self) -> Policy:
+        for category, rules in self.category_overrides.items():
+            unknown = set(rules) - set(self.labels)
+            if unknown:
+                raise ValueError(
+                    f"category_overrides[{category!r}] names labels without base thresholds: "
+                    f"{sorted(unknown)}"
+                )
+        if not self.labels:
+            raise ValueError("policy must define thresholds for at least one label")
+        for name in self.labels:
+            if "." not in name:
+                raise ValueError(f"label {name!r} must be written as 'task.label', e.g. 'toxicity.hate'")
+        return self
+
+    def check_labels(self, available: Mapping[str, Iterable[str]]) -> None:
+        """Fail if the policy names a label the loaded models do not produce."""
+        known = {f"{task}.{label}" for task, labels in available.items() for label in labels}
+        missing = sorted(set(self.labels) - known)
+        if missing:
+            raise PolicyError(
+                f"policy {self.version!r} names labels the model does not produce: {missing}; "
+                f"available: {sorted(known)}"
+            )
+
+
+def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
+    """YAML text → validated :class:`Policy`, or :class:`PolicyError` saying what is wrong."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PolicyError(f"{source}: expected a YAML mapping at the top level")
+    try:
+        return Policy.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PolicyError(f"{source}: invalid policy: {problems}") from None
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot read policy file {path}: {exc.strerror}; set MODERATION_POLICY_FILE"
+        ) from None
+    return parse_policy(text, source=str(path))
+
+
+# --------------------------------------------------------------------------------------- decide
+
+
+def thresholds_for(policy: Policy, category: str | None) -> dict[str, Thresholds]:
+    rules = dict(policy.labels)
+    if category is not None:
+        rules.update(policy.category_overrides.get(category, {}))
+    return rules
+
+
+def top_category(scores: Scores, task: str) -> tuple[str | None, float]:
+    dist = scores.get(task)
+    if not dist:
+        return None, 0.0
+    label = max(dist, key=dist.__getitem__)
+    return label, dist[label]
+
+
+def decide(policy: Policy, post: Post, scores: Scores) -> Decision:
+    """The whole policy: thresholds per label (category-aware), then escalation triggers."""
+    category, category_prob = top_category(scores, policy.category_task)
+    rules = thresholds_for(policy, category)
+
+    action: Action = "allow"
+    fired: list[str] = []
+    reasons: list[str] = []
+    in_band: list[str] = []
+    confidence = 1.0
+    for name, limits in rules.items():
+        task, _, label = name.partition(".")
+        p = scores.get(task, {}).get(label)
+        if p is None:
+            continue
+        # how sure the calibrated model is about this label, whichever side it falls on
+        confidence = min(confidence, max(p, 1.0 - p))
+        if p >= limits.block:
+            action = "block"
+            fired.append(name)
+            reasons.append(f"{name}={p:.2f} ≥ block {limits.block:.2f}")
+        elif p >= limits.review:
+            if action == "allow":
+                action = "review"
+            fired.append(name)
+            in_band.append(name)
+            reasons.append(f"{name}={p:.2f} in review band [{limits.review:.2f}, {limits.block:.2f})")
+
+    triggers = _triggers(policy, post, action, in_band, confidence, category_prob)
+    reasons.extend(_TRIGGER_REASONS[t] for t in triggers)
+    if triggers and policy.on_escalation == "review" and action == "allow":
+        action = "review"
+    return Decision(
+        post_id=post.id,
+        action=action,
+        scores=scores,
+        labels=tuple(fired),
+        reasons=tuple(reasons),
+        triggers=triggers,
+        confidence=round(confidence, 4),
+        policy_version=policy.version,
+    )
+
+
+_TRIGGER_REASONS = {
+    "low_confidence": "low confidence: a score sits in its review band",
+    "multi_factor": "multi-factor: several labels in their review bands",
+    "high_stakes": "high stakes: producer flagged this post (verified author, ad or large audience)",
+    "novel_input": "novel input: unlike the training data (flat category scores, very long or odd text)",
+}
+
+
+def _triggers(
+    policy: Policy,
+    post: Post,
+    action: Action,
+    in_band: list[str],
+    confidence: float,
+    category_prob: float,
+) -> tuple[str, ...]:
+    esc = policy.escalation
+    fired: list[str] = []
+    if esc.low_confidence.enabled and in_band and confidence < esc.low_confidence.min_confidence:
+        fired.append("low_confidence")
+    if esc.multi_factor.enabled and len(in_band) >= esc.multi_factor.min_labels:
+        fired.append("multi_factor")
+    if esc.high_stakes.enabled and action != "allow" and _is_high_stakes(post, esc.high_stakes):
+        fired.append("high_stakes")
+    if esc.novel_input.enabled and _is_novel(post, category_prob, esc.novel_input):
+        fired.append("novel_input")
+    return tuple(fired)
+
+
+def _is_high_stakes(post: Post, rule: HighStakes) -> bool:
+    ctx = post.context
+    if any(bool(ctx.get(flag)) for flag in rule.context_flags):
+        return True
+    audience = ctx.get(rule.audience_key)
+    return (
+        isinstance(audience, int | float) and not isinstance(audience, bool) and audience >= rule.min_audience
+    )
+
+
+_COMMON_PUNCT = set(".,;:!?'\"()-–—…@#&/%$*+=_[]")
+
+
+def odd_char_ratio(text: str) -> float:
+    if not text:
+        return 0.0
+    odd = sum(1 for ch in text if not (ch.isalnum() or ch.isspace() or ch in _COMMON_PUNCT))
+    return odd / len(text)
+
+
+def _is_novel(post: Post, category_prob: float, rule: NovelInput) -> bool:
+    return (
+        (0.0 < category_prob < rule.max_category_prob_below)
+        or len(post.text) > rule.long_text_chars
+        or odd_char_ratio(post.text) > rule.odd_char_ratio
+    )
+
+
+def more_severe(a: Action, b: Action) -> bool:
+    """True if ``a`` is strictly more severe than ``b`` (block > review > allow)."""
+    return _RANK[a] > _RANK[b]
+
+
+# ----------------------------------------------------------------------------------- reloading
+
+
+class PolicyStore:
+    """The policy in force, swapped atomically when its file changes; invalid files are refused."""
+
+    def __init__(self, path: Path, *, available_labels: Mapping[str, Iterable[str]] | None = None) -> None:
+        self.path = path
+        self._available = available_labels
+        self._lock = threading.Lock()
+        self._digest = ""
+        self._policy = self._load()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def _load(self) -> Policy:
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise PolicyError(f"cannot read policy file {self.path}: {exc.strerror}") from None
+        policy = parse_policy(raw.decode("utf-8", "replace"), source=str(self.path))
+        if self._available is not None:
+            policy.check_labels(self._available)
+        self._digest = hashlib.sha256(raw).hexdigest()
+        return policy
+
+    def reload_if_changed(self) -> tuple[bool, str | None]:
+        """Returns (changed, error). On error the previous policy stays in force."""
+        with self._lock:
+            try:
+                digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            except OSError as exc:
+                return (
+                    False,
+                    f"cannot read policy file {self.path}: {exc.strerror}; keeping {self._policy.version}",
+                )
+            if digest == self._digest:
+                return False, None
+            try:
+                new = self._load()
+            except PolicyError as exc:
+                self._digest = digest  # don't re-report the same bad file every poll
+                return False, f"{exc}; keeping policy {self._policy.version}"
+            self._policy = new
+            return True, None
+
+
+def policy_summary(policy: Policy) -> dict[str, Any]:
+    return {"version": policy.version, "labels": sorted(policy.labels)}

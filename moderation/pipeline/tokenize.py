@@ -1,0 +1,127 @@
+"""Tokenize → bucket-padded int64 arrays for the ONNX models.
+
+Batches are padded to the smallest configured *length bucket* that fits their longest post rather
+than to the longest post itself: ONNX Runtime plans and caches memory per input shape, so a handful
+of shapes keeps its arena (and its latency) stable, while padding everything to ``max_length``
+would waste most of the compute on short posts.
+
+The HF tokenizer.json shipped with all-MiniLM-L6-v2 pads every encoding to a fixed 128; that is
+switched off here and padding is done in numpy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from moderation.core.errors import ModelError
+
+
+class Batch(NamedTuple):
+    """Model inputs for one ORT call: both int64 ``[batch, bucket]``."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+
+def normalize_buckets(buckets: Iterable[int], max_length: int) -> tuple[int, ...]:
+    """Sorted, positive buckets no longer than ``max_length``, always ending at ``max_length``.
+
+    Ending at ``max_length`` guarantees every truncated post fits some bucket.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    kept = {b for b in buckets if 0 < b < max_length}
+    return (*sorted(kept), max_length)
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """Smallest bucket that holds ``length`` tokens (``buckets`` sorted ascending)."""
+    for bucket in buckets:
+        if length <= bucket:
+            return bucket
+    raise ValueError(f"sequence of {length} tokens is longer than the largest bucket {buckets[-1]}")
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int = 0) -> Batch:
+    """Right-pad token id lists to the bucket of the longest; an empty batch gets the smallest bucket."""
+    longest = max((len(s) for s in sequences), default=0)
+    width = bucket_for(longest, buckets)
+    input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        input_ids[row, :n] = seq
+        attention_mask[row, :n] = 1
+    return Batch(input_ids, attention_mask)
+
+
+def group_by_bucket(lengths: Sequence[int], buckets: Sequence[int]) -> dict[int, list[int]]:
+    """Row indices per bucket, so a few long posts don't make a whole batch pay for their padding."""
+    groups: dict[int, list[int]] = {}
+    for row, n in enumerate(lengths):
+        groups.setdefault(bucket_for(n, buckets), []).append(row)
+    return dict(sorted(groups.items()))
+
+
+class TextTokenizer:
+    """HF ``tokenizers`` wrapper: truncation on, padding off, bucketed numpy output.
+
+    Thread-safe: each thread gets its own ``Tokenizer`` (built from the same JSON), so concurrent
+    inference threads never share the Rust object's internal state.
+    """
+
+    def __init__(self, path: Path, max_length: int, buckets: Iterable[int] = (16, 32, 64, 128)) -> None:
+        self.path = Path(path)
+        try:
+            self._json = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ModelError(
+                f"cannot read tokenizer {self.path}: {exc}; restore it with `git checkout -- {self.path}` "
+                "or rebuild the model with `moderation models build`"
+            ) from exc
+        self.max_length = max_length
+        self.buckets = normalize_buckets(buckets, max_length)
+        self._local = threading.local()
+        # Fail fast on a corrupt file, in the constructing thread; read the pad id before padding is off.
+        shipped = self._load()
+        pad_id = (shipped.padding or {}).get("pad_id")
+        if pad_id is None:
+            pad_id = shipped.token_to_id("[PAD]")
+        self.pad_id = int(pad_id or 0)
+
+    def _load(self) -> Tokenizer:
+        try:
+            return Tokenizer.from_str(self._json)
+        except Exception as exc:  # the Rust side raises plain Exception on bad JSON
+            raise ModelError(
+                f"tokenizer {self.path} is not a valid tokenizers JSON file ({exc}); restore it with "
+                f"`git checkout -- {self.path}` or rebuild the model with `moderation models build`"
+            ) from exc
+
+    def _tokenizer(self) -> Tokenizer:
+        tok: Tokenizer | None = getattr(self._local, "tok", None)
+        if tok is None:
+            tok = self._load()
+            tok.no_padding()
+            tok.enable_truncation(max_length=self.max_length)
+            self._local.tok = tok
+        return tok
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Truncated, unpadded ids (special tokens included) for each text."""
+        if not texts:
+            return []
+        return [enc.ids for enc in self._tokenizer().encode_batch(list(texts))]
+
+    def vocabulary(self) -> dict[str, int]:
+        return self._tokenizer().get_vocab()
+
+    def encode(self, texts: Sequence[str]) -> Batch:
+        """One batch padded to the bucket of its longest post."""
+        return pad_batch(self.token_ids(texts), self.buckets, self.pad_id)

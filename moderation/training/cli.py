@@ -1,0 +1,73 @@
+"""``moderation models {build,eval,verify,info,fp16}``.
+
+``build`` needs torch (the ``train`` extra) and imports it only when called; everything else here
+runs on the serving install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+from moderation.core.errors import ConfigError, ModelError
+from moderation.core.settings import DEFAULT_MODEL_DIR
+
+TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else DEFAULT_MODEL_DIR
+
+
+def _build(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("torch") is None:  # checked without importing it (slow, and not ours to load)
+        raise ConfigError(f"`models build` needs torch, which is not installed; {TRAIN_EXTRA_HINT}")
+    from moderation.training.build import build
+
+    return build(Path(args.data_dir), _out_dir(args), quick=bool(args.quick))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from moderation.training.evaluate import run_eval
+
+    return run_eval(Path(args.data_dir), _out_dir(args), quick=bool(args.quick))
+
+
+def _fp16(args: argparse.Namespace) -> int:
+    from moderation.training.fp16 import convert
+
+    out = convert(_out_dir(args))
+    print(f"wrote {out}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from moderation.models.manifest import load_manifest, verify_all
+
+    model_dir = _out_dir(args)
+    manifest = load_manifest(model_dir)
+    checked = verify_all(model_dir, manifest)
+    print(f"{manifest.name} {manifest.version}: {', '.join(sorted(checked))} match their sha256")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    path = _out_dir(args) / "manifest.json"
+    if not path.exists():
+        raise ModelError(f"no manifest at {path}; build one with `moderation models build`")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    summary = {k: manifest.get(k) for k in ("name", "version", "base_model", "max_length", "built_at")}
+    summary["tasks"] = {t: spec["labels"] for t, spec in manifest.get("tasks", {}).items()}
+    summary["files"] = {k: v.get("path") for k, v in manifest.get("files", {}).items()}
+    summary["metrics"] = manifest.get("metrics", {}).get("summary", {})
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+ACTIONS = {"build": _build, "eval": _eval, "fp16": _fp16, "verify": _verify, "info": _info}
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.action](args)
