@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help setup setup-train k8s-tools kafka kafka-down kafka-status lint typecheck test demo models models-eval \
+.PHONY: help setup setup-train k8s-tools prometheus-tools kafka kafka-down kafka-status lint typecheck test demo models models-eval \
 	bench bench-engine bench-gpu faults loadtest k8s clean
 
 help: ## Show the targets.
@@ -48,7 +48,11 @@ typecheck: setup ## mypy on the package.
 k8s-tools: ## Install the pinned kustomize (Go proxy) and Strimzi validators (npm) the k8s tests use; instant when present.
 	bash deploy/tools/install-k8s-tools.sh
 
-test: setup k8s-tools lint typecheck ## Lint, type-check and run every test, integration tests included.
+# promtool and a Prometheus server for the alert rules' tests (Debian's prometheus package, apt-get once).
+prometheus-tools: ## Install promtool + prometheus (Debian package) for the alert tests; instant when present.
+	bash deploy/tools/install-prometheus.sh
+
+test: setup k8s-tools prometheus-tools lint typecheck ## Lint, type-check and run every test, integration tests included.
 	$(BIN)/pytest -ra
 
 demo: setup ## Set up, start the broker and a worker, stream the sample posts, show decisions live, stop.

@@ -4,7 +4,7 @@
 
 Downloads the pinned Go modules of KEDA and prometheus-operator through the Go module proxy
 (`go mod download`, into a throw-away module cache) and writes the openAPIV3Schema of each served
-version of ScaledObject, TriggerAuthentication and ServiceMonitor as JSON. Run it only to move to a
+version of ScaledObject, TriggerAuthentication, ServiceMonitor and PrometheusRule as JSON. Run it only to move to a
 new release; the tests never touch the network.
 """
 
@@ -27,6 +27,10 @@ SOURCES = [
     (
         "github.com/prometheus-operator/prometheus-operator@v0.85.0",
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+    ),
+    (
+        "github.com/prometheus-operator/prometheus-operator@v0.85.0",
+        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
     ),
 ]
 

@@ -231,9 +231,11 @@ def check_policy(policies: PolicyStore, metrics: WorkerMetrics, log: Any) -> Non
     changed, error = policies.reload_if_changed()
     if error:
         metrics.policy_reloads.labels("rejected").inc()
+        metrics.policy_file_rejected.set(1)
         log.error("policy_rejected", error=error)
     elif changed:
         metrics.policy_reloads.labels("loaded").inc()
+        metrics.policy_file_rejected.set(0)
         metrics.policy_info.info({"version": policies.policy.version})
         log.info("policy_loaded", version=policies.policy.version)
 

@@ -78,6 +78,27 @@ class WorkerMetrics:
         self.policy_reloads = Counter(
             "moderation_policy_reloads_total", "Policy reload attempts, by outcome.", ["outcome"], registry=r
         )
+        for outcome in ("loaded", "rejected"):  # exported at 0, so increase() sees the first one
+            self.policy_reloads.labels(outcome)
+        # A rejection is reported once per bad file (PolicyStore does not re-read it), so the alert needs
+        # a state, not just the counter: 1 from a rejection until a good file is loaded.
+        self.policy_file_rejected = Gauge(
+            "moderation_policy_file_rejected",
+            "1 while the policy file on disk was rejected and the previous policy stays in force.",
+            registry=r,
+        )
+        self.escalated_posts = Counter(
+            "moderation_escalated_posts_total",
+            "Posts sent to LLM review (one per post, however many triggers fired).",
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "moderation_score_drift_psi",
+            "Population stability index of the recent scores against the model's build-time reference, "
+            "per task (NaN until the window holds enough posts).",
+            ["task"],
+            registry=r,
+        )
 
     def observe_batch(self, result: BatchResult, produce_seconds: float) -> None:
         size = len(result.moderated) + len(result.rejected)
@@ -95,6 +116,8 @@ class WorkerMetrics:
                 self.labels_fired.labels(label).inc()
             for trigger in d.triggers:
                 self.escalations.labels(trigger).inc()
+            if d.triggers:
+                self.escalated_posts.inc()
             if item.post.created_at_ms is not None:
                 self.e2e_seconds.observe(max(0.0, (item.decided_ms - item.post.created_at_ms) / 1000))
         for rejected in result.rejected:

@@ -2,7 +2,7 @@
 
 * built-in kinds against the Kubernetes OpenAPI schemas shipped by ``kubernetes-validate`` (strict:
   unknown fields fail, as ``kubectl apply`` does by default), at :data:`K8S_VERSION`;
-* ScaledObject and ServiceMonitor against their CRDs' openAPIV3Schema (tests/deploy/schemas/),
+* ScaledObject, ServiceMonitor and PrometheusRule against their CRDs' openAPIV3Schema (tests/deploy/schemas/),
   KafkaTopic with the validators generated from Strimzi's CRDs (deploy/tools/validate-strimzi.mjs);
 * the invariants that tie the manifests to the code: probes on the port and paths the worker really
   serves, grace periods ordered, partitions ≥ the most replicas any autoscaler may ask for, every env
@@ -47,6 +47,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobject_v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentication_v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitor_v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrule_v1.json",
 }
 STRIMZI_GROUP = "kafka.strimzi.io"
 TOPIC_FIELDS = (
@@ -241,7 +242,7 @@ def test_custom_resources_match_their_crds(overlay: str) -> None:
     objs = render(overlay)
     custom = [o for o in objs if is_custom(o)]
     kinds = {o["kind"] for o in custom}
-    assert {"ServiceMonitor", "KafkaTopic"} <= kinds
+    assert {"ServiceMonitor", "PrometheusRule", "KafkaTopic"} <= kinds
     for obj in custom:
         if obj["apiVersion"].startswith(STRIMZI_GROUP + "/"):
             continue
