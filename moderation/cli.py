@@ -41,7 +41,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from moderation.score import run
+    from moderation.worker.score import run
+
+    return run(args)
+
+
+def _llm_review(args: argparse.Namespace) -> int:
+    from moderation.review.consumer import run
 
     return run(args)
 
@@ -88,13 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="Benchmarks (engine alone, or end to end through Kafka) and the fault suite (faults)."
     )
-    bench.add_argument("target", choices=["engine", "pipeline", "gpu", "faults"])
+    bench.add_argument("target", choices=["engine", "pipeline", "gpu", "hotpath", "faults"])
     bench.add_argument("--out", default=None, help="Write results (JSON/markdown) here.")
     bench.add_argument("--seconds", type=float, default=None, help="Time budget per measurement.")
     bench.add_argument("--batch-sizes", default=None, help="Comma-separated batch sizes (engine, gpu).")
     bench.add_argument("--variants", default=None, help="Comma-separated model variants (engine: int8,fp32).")
     bench.add_argument("--posts", type=int, default=None, help="Posts per throughput run (pipeline).")
     bench.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for numbers (pipeline).")
+    bench.add_argument(
+        "--processes", default=None, help="Comma-separated worker process counts sharing a topic (hotpath)."
+    )
     bench.add_argument("--kills", type=int, default=None, help="Worker SIGKILLs during the stream (faults).")
     bench.add_argument(
         "--scenarios", default=None, help="Comma-separated subset of kill,poison,codecs (faults; default all)."
@@ -112,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="Score JSON-lines posts without Kafka; decisions to stdout.")
     score.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin.")
     score.set_defaults(handler=_score)
+
+    llm_review = sub.add_parser(
+        "llm-review", help="Answer the llm-review topic with an OpenAI-compatible LLM; verdicts to Kafka."
+    )
+    llm_review.set_defaults(handler=_llm_review)
 
     produce = sub.add_parser("produce", help="Produce JSON-lines posts from a file to the input topic.")
     produce.add_argument("--file", required=True, help="JSON-lines file (each line is sent as-is).")

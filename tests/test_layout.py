@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "moderation"
-SERVING = ("core", "pipeline", "models", "worker", "score.py")
+SERVING = ("core", "pipeline", "models", "worker", "review")
 BUILD_OR_TOOLING = ("moderation.training", "moderation.devtools")
 
 
@@ -45,7 +45,7 @@ def test_serving_code_never_imports_build_time_or_tooling_code() -> None:
 def test_serving_entry_points_load_nothing_from_the_other_side() -> None:
     """The same rule at run time: what the worker and `moderation score` actually load."""
     code = (
-        "import sys, moderation.worker.cli, moderation.worker.app, moderation.score;"
+        "import sys, moderation.worker.cli, moderation.worker.app, moderation.worker.score, moderation.review;"
         f"print(sorted(m for m in sys.modules if m.startswith({BUILD_OR_TOOLING!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -60,5 +60,5 @@ def test_top_level_has_a_handful_of_layers() -> None:
 
 def test_tests_mirror_the_package() -> None:
     tests = Path(__file__).resolve().parent
-    for layer in ("pipeline", "models", "worker", "training", "devtools"):
+    for layer in ("pipeline", "models", "worker", "review", "training", "devtools"):
         assert (tests / layer).is_dir(), f"tests/{layer}/ missing"

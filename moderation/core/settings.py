@@ -179,6 +179,55 @@ class Settings(BaseSettings):
     )
     policy_reload_s: float = Field(5.0, gt=0, description="How often the policy file is checked for changes.")
 
+    # --- Review tier (moderation/review: the LLM-review consumer and the reviewer console) ------------
+    verdicts_topic: str = Field(
+        "moderation.verdicts", description="Review verdicts (LLM and human, or needs_human), keyed by post id."
+    )
+    llm_group_id: str = Field("moderation-llm-review", description="Consumer group of the LLM-review consumers.")
+    llm_base_url: str = Field(
+        "",
+        description="OpenAI-compatible API base URL (vLLM, llama.cpp server, Ollama, hosted), e.g. "
+        "http://vllm:8000/v1; /chat/completions is appended. Required by `moderation llm-review`.",
+    )
+    llm_model: str = Field("", description="Model name sent to the endpoint; verdicts say reviewer llm:<model>.")
+    llm_api_key: SecretStr = Field(
+        SecretStr(""), description="Bearer key for the endpoint (from a Secret); never logged."
+    )
+    llm_concurrency: int = Field(4, ge=1, le=256, description="Most chat-completion requests in flight at once.")
+    llm_rate_per_s: float = Field(5.0, gt=0, description="Most chat-completion requests started per second.")
+    llm_timeout_s: float = Field(30.0, gt=0, description="Time one chat-completion request may take.")
+    llm_max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per post (429/5xx/timeouts/malformed answers) before it goes to humans."
+    )
+    llm_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles per try, with jitter.")
+    llm_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive posts the endpoint failed (transport, 429, 5xx) before the breaker opens."
+    )
+    llm_breaker_reset_s: float = Field(
+        30.0, gt=0, description="How long an open breaker sends posts straight to humans before it probes again."
+    )
+    llm_max_batch: int = Field(
+        32, ge=1, le=1000, description="Records taken per poll; committed once every one of them is answered."
+    )
+    console_port: int = Field(8080, ge=0, le=65535, description="Port of the reviewer console's web UI.")
+    console_users: SecretStr = Field(
+        SecretStr(""),
+        description="Reviewer logins, 'name:password' pairs separated by commas (from a Secret); none = nobody "
+        "can log in.",
+    )
+    console_secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key that signs console sessions and CSRF tokens; set it (a Secret) when running several "
+        "replicas or to keep sessions across restarts; empty = a random key per process.",
+    )
+    console_session_s: float = Field(8 * 3600.0, gt=0, description="How long a console login lasts.")
+    console_max_posts: int = Field(
+        50_000, ge=100, description="Posts the console keeps in memory (queue plus decided, oldest dropped first)."
+    )
+    console_secure_cookies: bool = Field(
+        False, description="Mark the console's cookies Secure (set it when the console is served over HTTPS)."
+    )
+
     # --- Operations --------------------------------------------------------------------------------
     http_port: int = Field(9100, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
     http_host: str = Field("0.0.0.0", description="Address the HTTP server binds (127.0.0.1: local only).")

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from moderation.worker.metrics import WorkerMetrics
+
+class HasRegistry(Protocol):
+    """Any process's metrics object (the worker's, the review tier's): /metrics serves its registry."""
+
+    registry: CollectorRegistry
+
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -65,7 +70,7 @@ def _always_live() -> tuple[bool, dict[str, Any]]:
     return True, {"status": "ok"}
 
 
-def build_http_app(metrics: WorkerMetrics, ready: ReadyCheck, live: ReadyCheck = _always_live) -> web.Application:
+def build_http_app(metrics: HasRegistry, ready: ReadyCheck, live: ReadyCheck = _always_live) -> web.Application:
     async def metrics_view(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

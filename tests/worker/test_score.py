@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-TINY_POLICY = Path(__file__).parent / "data" / "tiny_policy.yaml"
+TINY_POLICY = Path(__file__).parents[1] / "data" / "tiny_policy.yaml"
 
 
 def run_score(tmp_path: Path, model_dir: Path, lines: bytes) -> subprocess.CompletedProcess[bytes]:
