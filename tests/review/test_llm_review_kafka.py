@@ -9,12 +9,10 @@ from typing import Any
 
 import orjson
 
-from moderation.devtools import launch
 from tests.conftest import TopicFactory
 from tests.review.fake_llm import FakeLLM, llm_review_doc
+from tests.review.proc import ReviewProcess
 from tests.worker.harness import produce, read_topic
-
-LLM_REVIEW = ("moderation.cli", "llm-review")
 
 
 def env(bootstrap: str, source: str, sink: str, fake: FakeLLM, workdir: Path, **extra: str) -> dict[str, str]:
@@ -37,21 +35,8 @@ def env(bootstrap: str, source: str, sink: str, fake: FakeLLM, workdir: Path, **
     }
 
 
-def start(name: str, environ: dict[str, str], workdir: Path) -> launch.WorkerProcess:
-    return launch.WorkerProcess(name, environ, workdir / f"{name}.log", module=LLM_REVIEW)
-
-
-async def wait_ready(proc: launch.WorkerProcess, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.proc.poll() is None, f"llm-review exited during start-up:\n{proc.log_tail()}"
-        try:
-            if (await asyncio.to_thread(proc.get, "/readyz"))[0] == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"llm-review not ready after {timeout_s:.0f} s:\n{proc.log_tail()}")
+def start(name: str, environ: dict[str, str], workdir: Path) -> ReviewProcess:
+    return ReviewProcess(name, ["llm-review"], environ, workdir)
 
 
 def latest(records: list[Any]) -> dict[str, dict[str, Any]]:
@@ -80,7 +65,7 @@ async def test_good_answers_become_verdicts_and_failures_go_to_humans(
     with FakeLLM(delay_timeout_s=2.0) as fake:
         proc = start("llm-1", env(kafka_bootstrap, source, sink, fake, tmp_path), tmp_path)
         try:
-            await wait_ready(proc)
+            await proc.wait_ready()
             await produce(kafka_bootstrap, source, values)
             got = latest(await read_topic(kafka_bootstrap, sink, expect=len(values), timeout_s=60, strict=True))
             status, metrics = await asyncio.to_thread(proc.get, "/metrics")
@@ -119,7 +104,7 @@ async def test_sigkill_mid_stream_loses_nothing(
                       MODERATION_LLM_MAX_BATCH="16")
         first = start("llm-a", environ, tmp_path)
         try:
-            await wait_ready(first)
+            await first.wait_ready()
             await produce(kafka_bootstrap, source, values)
             deadline = time.monotonic() + 60
             while sum(fake.requests.values()) < 40:  # well inside the stream
@@ -131,7 +116,7 @@ async def test_sigkill_mid_stream_loses_nothing(
         assert asked_before_kill < total
         second = start("llm-b", environ, tmp_path)
         try:
-            await wait_ready(second)
+            await second.wait_ready()
             records = await read_topic(kafka_bootstrap, sink, expect=total, timeout_s=120, idle_s=3, strict=True)
         finally:
             assert second.terminate() == 0, second.log_tail()
