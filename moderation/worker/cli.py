@@ -191,6 +191,7 @@ async def _load(
     model = {k: info[k] for k in ("name", "version", "variant", "provider")}
     metrics.model_info.info({k: str(v) for k, v in model.items()})
     metrics.policy_info.info({"version": policies.policy.version})
+    metrics.configure_drift(settings.model_dir, info["labels"], get_logger("moderation.worker", worker_id=worker_id))
     pipeline = Pipeline.from_settings(engine, policies, settings)
     service = ModerationService(
         pipeline,

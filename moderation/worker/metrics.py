@@ -6,6 +6,11 @@ end-to-end latency at the 50k posts/hour floor is dominated by ``max_wait_ms``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,12 +20,41 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
+from moderation.models.manifest import has_file, load_manifest, verify_file
 from moderation.pipeline.batch import BatchResult
+from moderation.worker.drift import REFERENCE_NAME, DriftTracker, Reference
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ScoreHistograms(Collector):
+    """``moderation_score`` histograms per task and label, straight from a :class:`DriftTracker`'s
+    cumulative numpy counts: prometheus_client's Histogram costs a locked ``observe`` per post and
+    label, this costs nothing per post (the counts are bucketed per batch, vectorised)."""
+
+    def __init__(self) -> None:
+        self.tracker: DriftTracker | None = None
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "moderation_score",
+            "Calibrated scores of decided posts, per task and label (compare with the model's drift reference).",
+            labels=["task", "label"],
+        )
+        tracker = self.tracker
+        if tracker is not None:
+            les = [f"{b:g}" for b in tracker.buckets]
+            for row, (task, label) in enumerate(tracker.keys):
+                cumulative = np.cumsum(tracker.cumulative[row]).tolist()
+                buckets = [(le, float(c)) for le, c in zip(les, cumulative, strict=True)]
+                buckets.append(("+Inf", float(tracker.observed)))
+                family.add_metric([task, label], buckets, float(tracker.sums[row]))
+        yield family
 
 
 class WorkerMetrics:
@@ -92,6 +126,22 @@ class WorkerMetrics:
             "Posts sent to LLM review (one per post, however many triggers fired).",
             registry=r,
         )
+        self.categories = Counter(
+            "moderation_category_total", "Decided posts by top category (the category mix).", ["category"], registry=r
+        )
+        self.reference_escalation = Gauge(
+            "moderation_reference_escalation_ratio",
+            "Share of posts escalated on the model's reference traffic mix (drift reference).",
+            registry=r,
+        )
+        self.reference_actions = Gauge(
+            "moderation_reference_action_ratio",
+            "Share of each action on the model's reference traffic mix (drift reference).",
+            ["action"],
+            registry=r,
+        )
+        self.scores = ScoreHistograms()
+        r.register(self.scores)
         self.drift_psi = Gauge(
             "moderation_score_drift_psi",
             "Population stability index of the recent scores against the model's build-time reference, "
@@ -99,6 +149,50 @@ class WorkerMetrics:
             ["task"],
             registry=r,
         )
+
+    def configure_drift(self, model_dir: Path, labels: Mapping[str, Sequence[str]], log: Any) -> None:
+        """Start the score histograms for the served labels and, when the model ships a drift reference,
+        the per-task PSI against it. Fails soft: without a usable reference the worker still serves and
+        exports histograms, PSI stays NaN, and one log line says why (drift_reference_missing/_invalid)."""
+        keys = [(task, label) for task, names in labels.items() for label in names]
+        reference: Reference | None = None
+        try:
+            manifest = load_manifest(model_dir)
+            if not has_file(model_dir, manifest, "drift_reference"):
+                log.warning(
+                    "drift_reference_missing",
+                    model_dir=str(model_dir),
+                    hint=f"no {REFERENCE_NAME} listed and present: no drift figure; create it with "
+                    "`moderation models reference`",
+                )
+            else:
+                reference = Reference.load(verify_file(model_dir, manifest, "drift_reference"))
+                self.scores.tracker = DriftTracker(keys, reference)  # checks buckets and labels
+        except Exception as exc:  # a bad reference must not stop moderation
+            log.error("drift_reference_invalid", model_dir=str(model_dir), error=f"{type(exc).__name__}: {exc}")
+            reference = None
+        tracker = self.scores.tracker
+        if reference is None or tracker is None:
+            tracker = self.scores.tracker = DriftTracker(keys)
+        else:
+            self.reference_escalation.set(reference.escalation_rate)
+            for action, share in reference.actions.items():
+                self.reference_actions.labels(action).set(share)
+            log.info("drift_reference_loaded", posts=reference.posts, model=reference.model)
+        for category in labels.get("category", ()):
+            self.categories.labels(category)
+        for task in tracker.tasks:
+            self.drift_psi.labels(task).set(float("nan"))
+
+    def _observe_scores(self, result: BatchResult) -> None:
+        tracker = self.scores.tracker
+        if tracker is None or not result.moderated:
+            return
+        tracker.observe([m.decision.scores for m in result.moderated])
+        for task, value in tracker.psi_by_task().items():
+            self.drift_psi.labels(task).set(value)
+        for category, n in tracker.top_counts("category").items():
+            self.categories.labels(category).inc(n)
 
     def observe_batch(self, result: BatchResult, produce_seconds: float) -> None:
         size = len(result.moderated) + len(result.rejected)
@@ -122,3 +216,4 @@ class WorkerMetrics:
                 self.e2e_seconds.observe(max(0.0, (item.decided_ms - item.post.created_at_ms) / 1000))
         for rejected in result.rejected:
             self.dlq.labels(rejected.error.code).inc()
+        self._observe_scores(result)
