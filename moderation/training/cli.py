@@ -1,4 +1,4 @@
-"""``moderation models {build,eval,verify,info,fp16}``.
+"""``moderation models {build,eval,verify,info,fp16,reference}``.
 
 ``build`` needs torch (the ``train`` extra) and imports it only when called; everything else here
 runs on the serving install.
@@ -66,7 +66,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS = {"build": _build, "eval": _eval, "fp16": _fp16, "verify": _verify, "info": _info}
+def _reference(args: argparse.Namespace) -> int:
+    """The drift reference the worker compares live scores with (moderation/training/reference.py)."""
+    from moderation.training.reference import run as build_reference
+
+    posts = Path(args.posts) if getattr(args, "posts", None) else None
+    return build_reference(_out_dir(args), posts, int(getattr(args, "synthetic", 2000)))
+
+
+ACTIONS = {
+    "build": _build,
+    "eval": _eval,
+    "fp16": _fp16,
+    "verify": _verify,
+    "info": _info,
+    "reference": _reference,
+}
 
 
 def run(args: argparse.Namespace) -> int:
