@@ -3,7 +3,7 @@
 Every metric name in a panel or variable query must be a series that WorkerMetrics' registry can
 expose (counters as ``_total``, histograms as ``_bucket``/``_sum``/``_count``, info as ``_info``), every
 label used in a matcher or a ``by (...)`` clause must be a label of a metric in that query (or a target
-label Prometheus adds), and the dashboard must cover what issue 5 asks for.
+label Prometheus adds), and the dashboard must cover what issues 5 and 14 (drift, escalation) ask for.
 """
 
 from __future__ import annotations
@@ -144,6 +144,11 @@ def test_dashboard_covers_the_operating_questions() -> None:
         "DLQ by error class": "by (error_class) (rate(moderation_dlq_records_total{",
         "escalations": "by (trigger) (rate(moderation_escalations_total{",
         "provider": "provider) (moderation_model_info{",
+        "drift per task": "by (task) (moderation_score_drift_psi{",
+        "escalation rate": "sum(rate(moderation_escalated_posts_total{",
+        "escalation reference": "moderation_reference_escalation_ratio{",
+        "category mix": "by (category) (rate(moderation_category_total{",
+        "score distribution": "sum by (le, task, label) (rate(moderation_score_bucket{",
     }
     missing = [what for what, fragment in required.items() if fragment not in text]
     assert not missing, f"dashboard lacks: {missing}"
