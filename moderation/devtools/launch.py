@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,7 +71,17 @@ def free_port() -> int:
 class WorkerProcess:
     """One ``moderation worker`` subprocess with its own HTTP port and log file."""
 
-    def __init__(self, name: str, env: Mapping[str, str], log_path: Path, http_port: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        http_port: int | None = None,
+        module: Sequence[str] = ("moderation.cli", "worker"),
+        source: Path | None = None,
+    ) -> None:
+        """``module``: what ``python -m`` runs (benchmarks start a worker with a free scorer this way);
+        ``source``: another checkout of the project to run instead of this one (a benchmark's baseline)."""
         self.name = name
         self.http_port = http_port or free_port()
         self.log_path = log_path
@@ -83,9 +93,15 @@ class WorkerProcess:
             **env,
             "MODERATION_HTTP_PORT": str(self.http_port),
         }
+        if source is not None:
+            full_env["PYTHONPATH"] = str(source)
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moderation.cli", "worker"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", *module],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=source,
             )
 
     def url(self, path: str) -> str:

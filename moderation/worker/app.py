@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from moderation.core.logs import get_logger, repeat_suppressor
 from moderation.core.settings import Settings
 from moderation.pipeline.batch import Message
-from moderation.pipeline.emit import OutRecord
 from moderation.pipeline.policy import PolicyStore
 from moderation.pipeline.records import Origin
 from moderation.worker.metrics import WorkerMetrics
+from moderation.worker.produce import Writer
 from moderation.worker.security import broker_credentials, check_auth, client_kwargs
 from moderation.worker.service import ModerationService
 
@@ -104,14 +105,33 @@ def exit_after(seconds: float, log: Any, reason: str) -> threading.Timer:
     return timer
 
 
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """The producer for every output record: acks from all in-sync replicas, room for the largest record
+    emit builds, and record batches large enough that one worker batch is one broker batch per partition."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"moderation-worker-{settings.group_id}",
+        acks="all",
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=max(settings.max_record_bytes + 65_536, 1_048_576),
+        metadata_max_age_ms=settings.metadata_max_age_ms,
+        request_timeout_ms=30_000,
+        **client_kwargs(settings),
+    )
+
+
 def create_app(
     settings: Settings,
     service: ModerationService,
     policies: PolicyStore,
     metrics: WorkerMetrics,
     *,
+    writer: Writer,
     group_instance_id: str | None = None,
 ) -> faust.App:
+    """The faust app whose agent consumes posts; outputs go through ``writer`` (our own producer, see
+    :func:`make_producer`), not faust's, so that a batch's records go out as a few record batches."""
     log = get_logger("moderation.worker", worker_id=service.worker_id)
     datadir = Path(settings.cache_dir) / "faust" / settings.group_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +166,6 @@ def create_app(
         settings.input_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    async def send(record: OutRecord) -> Any:
-        return await app.producer.send(record.topic, record.key, record.value, None, None, record.headers)
 
     committer = Committer(lambda: app.consumer.commit(), log)
 
@@ -179,7 +197,7 @@ def create_app(
                 for ev in events
             ]
             try:
-                await service.handle(messages, send)
+                await service.handle(messages, writer)
             except Exception as exc:
                 fatal(exc)
                 await app.crash(exc)
@@ -243,12 +261,26 @@ def check_policy(policies: PolicyStore, metrics: WorkerMetrics, log: Any) -> Non
 class GracefulWorker(faust.Worker):
     """SIGTERM/SIGINT: stop taking batches, finish the one in flight, commit, then stop faust."""
 
-    def __init__(self, app: faust.App, service: ModerationService, grace_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        service: ModerationService,
+        grace_s: float,
+        producer: AIOKafkaProducer | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self.spinner = None  # faust's terminal spinner writes escape codes into JSON log streams
         self.service = service
+        self.producer = producer
         self.grace_s = grace_s
         self._draining_task: asyncio.Future[None] | None = None
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self.producer is not None:  # everything committed was acknowledged already: flushing is a courtesy
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), 10)
 
     def _on_sigterm(self) -> None:
         self._drain(signal.SIGTERM)

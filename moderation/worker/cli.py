@@ -19,8 +19,9 @@ import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from moderation.core.errors import BrokerError, ModerationError
@@ -28,13 +29,31 @@ from moderation.core.logs import configure_logging, get_logger
 from moderation.core.settings import Settings, load_settings
 from moderation.pipeline.batch import Pipeline
 from moderation.pipeline.emit import Topics
+from moderation.pipeline.infer import Scorer
 from moderation.pipeline.policy import PolicyStore
 from moderation.worker import security
-from moderation.worker.app import GracefulWorker, check_policy, create_app, default_worker_id, ensure_topics
+from moderation.worker.app import (
+    GracefulWorker,
+    check_policy,
+    create_app,
+    default_worker_id,
+    ensure_topics,
+    make_producer,
+)
 from moderation.worker.http import Readiness, build_http_app, start_http
 from moderation.worker.identity import group_instance_id
 from moderation.worker.metrics import WorkerMetrics
+from moderation.worker.produce import BatchWriter
 from moderation.worker.service import ModerationService
+
+
+class DescribedScorer(Scorer, Protocol):
+    """A scorer that can say what it serves (name, version, variant, provider, labels)."""
+
+    def info(self) -> dict[str, Any]: ...
+
+
+ScorerFactory = Callable[[Settings], DescribedScorer]
 
 EXIT_FATAL = 1
 EXIT_CONFIG = 2
@@ -69,7 +88,9 @@ def describe_settings_error(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(problems)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> int:
+    """Run one worker until stopped; ``scorer_factory`` replaces the ONNX engine (benchmarks only: the
+    ``moderation worker`` command never passes one, so no setting can select another scorer)."""
     worker_id = settings.worker_id or default_worker_id()
     log = get_logger("moderation.worker", worker_id=worker_id)
     metrics = WorkerMetrics()
@@ -93,7 +114,7 @@ def serve(settings: Settings) -> int:
     )
     slot_lock = None
     try:
-        service, policies = loop.run_until_complete(_load(settings, metrics, worker_id, readiness))
+        service, policies = loop.run_until_complete(_load(settings, metrics, worker_id, readiness, scorer_factory))
         topics = [settings.input_topic, *Topics.from_settings(settings).all()]
         loop.run_until_complete(
             retry_broker(lambda: ensure_topics(settings, topics), settings, log)
@@ -106,14 +127,28 @@ def serve(settings: Settings) -> int:
         log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__, exit_code=code)
         loop.run_until_complete(runner.cleanup())
         return code
+    async def start_producer() -> AIOKafkaProducer:
+        producer = make_producer(settings)  # aiokafka binds a client to the running loop
+        await retry_broker(producer.start, settings, log)
+        return producer
+
+    try:
+        producer = loop.run_until_complete(start_producer())
+    except ModerationError as exc:
+        log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__, exit_code=EXIT_BROKER)
+        loop.run_until_complete(runner.cleanup())
+        return EXIT_BROKER
     readiness.models_loaded, readiness.provider = True, service.model_info["provider"]
-    app = create_app(settings, service, policies, metrics, group_instance_id=instance_id)
+    app = create_app(
+        settings, service, policies, metrics, writer=BatchWriter(producer), group_instance_id=instance_id
+    )
     log.info("joining_group", group=settings.group_id, group_instance_id=instance_id)
     loop.add_signal_handler(signal.SIGHUP, check_policy, policies, metrics, log)
     worker = GracefulWorker(
         app,
         service,
         settings.shutdown_grace_s,
+        producer,
         loop=loop,
         loglevel=settings.log_level.upper(),
         quiet=True,
@@ -180,12 +215,16 @@ async def retry_broker(
 
 
 async def _load(
-    settings: Settings, metrics: WorkerMetrics, worker_id: str, readiness: Readiness
+    settings: Settings,
+    metrics: WorkerMetrics,
+    worker_id: str,
+    readiness: Readiness,
+    scorer_factory: ScorerFactory | None = None,
 ) -> tuple[ModerationService, PolicyStore]:
     from moderation.pipeline.infer import OnnxEngine  # imported here: ORT import is slow and not needed for --help
 
     loop = asyncio.get_running_loop()
-    engine = await loop.run_in_executor(None, OnnxEngine.from_settings, settings)
+    engine = await loop.run_in_executor(None, scorer_factory or OnnxEngine.from_settings, settings)
     info = engine.info()
     policies = PolicyStore(settings.policy_file, available_labels=info["labels"])
     model = {k: info[k] for k in ("name", "version", "variant", "provider")}

@@ -19,7 +19,7 @@ from moderation.pipeline.batch import BatchResult, Message, Pipeline
 from moderation.pipeline.emit import OutputGroup, Topics, dlq_record, plan_outputs
 from moderation.worker.http import Readiness
 from moderation.worker.metrics import WorkerMetrics
-from moderation.worker.produce import Refused, Send, produce_groups
+from moderation.worker.produce import Refused, Writer, produce_groups
 
 
 class BatchTimeout(ModerationError):
@@ -60,14 +60,14 @@ class ModerationService:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    async def handle(self, messages: Sequence[Message], send: Send) -> BatchResult:
+    async def handle(self, messages: Sequence[Message], writer: Writer) -> BatchResult:
         """Score, produce and confirm one batch; raises (without acking) on any failure."""
         self.idle.clear()
         self.metrics.in_flight.set(len(messages))
         self.batches += 1
         self.batch_started = time.monotonic()
         try:
-            return await asyncio.wait_for(self._handle(messages, send), self.batch_timeout_s)
+            return await asyncio.wait_for(self._handle(messages, writer), self.batch_timeout_s)
         except TimeoutError:
             raise BatchTimeout(
                 f"batch of {len(messages)} posts took longer than {self.batch_timeout_s}s "
@@ -86,14 +86,14 @@ class ModerationService:
             return 0.0
         return max(0.0, (now or time.monotonic()) - self.batch_started - self.batch_timeout_s)
 
-    async def _handle(self, messages: Sequence[Message], send: Send) -> BatchResult:
+    async def _handle(self, messages: Sequence[Message], writer: Writer) -> BatchResult:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, self.pipeline.run, messages)
         t0 = time.perf_counter()
         groups = plan_outputs(result, self.topics, self.model_info, self.worker_id, self.max_record_bytes)
-        refused = await produce_groups(groups, send)
+        refused = await produce_groups(groups, writer)
         if refused:
-            await self._dead_letter_refused(result, refused, send)
+            await self._dead_letter_refused(result, refused, writer)
         produce_s = time.perf_counter() - t0
         self.metrics.observe_batch(result, produce_s)
         actions: dict[str, int] = {}
@@ -113,7 +113,7 @@ class ModerationService:
         )
         return result
 
-    async def _dead_letter_refused(self, result: BatchResult, refused: list[Refused], send: Send) -> None:
+    async def _dead_letter_refused(self, result: BatchResult, refused: list[Refused], writer: Writer) -> None:
         """Posts whose records the broker refused go to the DLQ; a refused DLQ copy is re-sent bare
         (headers with the original's size and hash, no payload). If even that is refused, the batch fails."""
         fallback: list[OutputGroup] = []
@@ -137,7 +137,7 @@ class ModerationService:
                 "output_refused", topic=record.topic, error=reason, origin=str(group.message.origin.offset)
             )
             fallback.append(OutputGroup(group.message, [dlq], rejected))
-        still = await produce_groups(fallback, send)
+        still = await produce_groups(fallback, writer)
         if still:
             _, record, exc = still[0]
             raise DeadLetterRefused(

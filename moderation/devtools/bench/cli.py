@@ -1,4 +1,4 @@
-"""``moderation bench {engine,gpu,pipeline,faults}``: dispatch to the benchmark modules."""
+"""``moderation bench {engine,gpu,pipeline,hotpath,faults}``: dispatch to the benchmark modules."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
                 "`moderation bench engine` measures the inference engine alone"
             ) from None
         return run_pipeline(args)
+    if args.target == "hotpath":
+        from moderation.devtools.bench.hotpath import run as run_hotpath
+
+        return run_hotpath(args)
     if args.target == "faults":
         from moderation.devtools.bench.faults import run as run_faults
 

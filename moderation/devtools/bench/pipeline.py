@@ -55,7 +55,9 @@ from moderation.pipeline.dedupe import text_key
 from moderation.pipeline.infer import OnnxEngine
 from moderation.pipeline.tokenize import TextTokenizer
 
-SHIPPED, NAIVE = "shipped", "naive"
+SHIPPED, NAIVE, FREE = "shipped", "naive", "free"
+FREE_BATCH = 512  # the free scorer's runs: big batches, as a GPU worker would use
+DEFAULT_FREE_POSTS, QUICK_FREE_POSTS = 30_000, 400
 DEFAULT_POSTS, QUICK_POSTS = 6000, 200
 DEFAULT_SECONDS, QUICK_SECONDS = 20.0, 3.0
 DEFAULT_BATCHES = (1, 8, 32, 64, 128)
@@ -79,6 +81,8 @@ class Throughput:
     window_s: float  # first → last decision record
     posts_per_s: float
     first_decision_s: float  # worker process start → first decision (model load, group join)
+    processes: int = 1  # worker processes sharing the topic (one consumer group)
+    code: str = "current"  # which checkout's worker ran: "current", or the baseline's label
 
 
 @dataclass(frozen=True)
@@ -228,11 +232,17 @@ class Bench:
             env["MODERATION_MAX_BATCH"] = str(max_batch)
         return env
 
-    def _start(self, kind: str, topics: Mapping[str, str], max_batch: int | None) -> Worker:
+    def _start(
+        self, kind: str, topics: Mapping[str, str], max_batch: int | None, slot: int = 0, source: Path | None = None
+    ) -> Worker:
         env = self._env(topics, max_batch)
-        log = self.workdir / f"{topics['posts']}.log"
+        log = self.workdir / f"{topics['posts']}-{slot}.log"
         if kind == SHIPPED:
-            return WorkerProcess(f"bench-{kind}", env, log)
+            return WorkerProcess(f"bench-{kind}-{slot}", env, log, source=source)
+        if kind == FREE:
+            return WorkerProcess(
+                f"bench-{kind}-{slot}", env, log, module=("moderation.devtools.bench.free",), source=source
+            )
         return NaiveProcess(env, log)
 
     def _post(self, i: int, prefix: str, text: str) -> tuple[bytes, bytes]:
@@ -256,9 +266,21 @@ class Bench:
 
     # --- measurements ---------------------------------------------------------------------------------
 
-    async def throughput(self, kind: str, max_batch: int | None, n: int) -> Throughput:
-        label = f"{kind}-b{max_batch}" if max_batch else kind
+    async def throughput(
+        self,
+        kind: str,
+        max_batch: int | None,
+        n: int,
+        processes: int = 1,
+        source: Path | None = None,
+        code: str = "current",
+    ) -> Throughput:
+        """Sustained posts/s of ``processes`` workers of ``kind`` on a pre-filled topic; ``source``: run the
+        worker of another checkout (``code`` names it in the results) to compare against in the same run."""
+        label = (f"{kind}-b{max_batch}" if max_batch else kind) + (f"-x{processes}" if processes > 1 else "")
         what = f"{kind} worker" + (f", max_batch {max_batch}" if max_batch else "")
+        what += f", {processes} processes" if processes > 1 else ""
+        what += f" [{code}]" if source is not None else ""
         task = self.progress.add_task(f"throughput: {what}: pre-filling", total=n)
         topics = await self._topics(f"{label}-tput")
         prefix = topics["posts"]
@@ -273,7 +295,7 @@ class Bench:
         observer = await self._observer(topics["decisions"])
         self.progress.update(task, description=f"throughput: {what}: starting")
         started = time.monotonic()
-        worker = self._start(kind, topics, max_batch)
+        workers = [self._start(kind, topics, max_batch, slot, source) for slot in range(processes)]
         first_at: float | None = None
         stamps: dict[bytes, int] = {}
         duplicates = 0
@@ -282,7 +304,8 @@ class Bench:
             while len(stamps) < n:
                 if time.monotonic() > deadline:
                     raise BenchError(f"{what}: only {len(stamps)} of {n} posts decided in time")
-                self._check_alive(worker, what)
+                for worker in workers:
+                    self._check_alive(worker, what)
                 batches = await observer.getmany(timeout_ms=200, max_records=5000)
                 for records in batches.values():
                     for rec in records:
@@ -297,7 +320,7 @@ class Bench:
                     self.progress.update(task, description=f"throughput: {what}")
                 self.progress.update(task, completed=len(stamps))
         finally:
-            await asyncio.to_thread(worker.terminate, 40)
+            await asyncio.gather(*(asyncio.to_thread(w.terminate, 40) for w in workers))
             await observer.stop()
         rate, window = sustained_rate(list(stamps.values()))
         self.progress.update(task, description=f"throughput: {what}: {rate:,.0f} posts/s", completed=n)
@@ -310,6 +333,8 @@ class Bench:
             window_s=round(window, 3),
             posts_per_s=rate,
             first_decision_s=round((first_at or started) - started, 2),
+            processes=processes,
+            code=code,
         )
 
     async def latency(self, kind: str, max_batch: int | None, rate: float, seconds: float) -> Latency:
