@@ -107,9 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", default=None, help="Comma-separated worker process counts sharing a topic (hotpath)."
     )
     bench.add_argument(
-        "--processes", default=None, help="Comma-separated worker process counts sharing a topic (hotpath)."
-    )
-    bench.add_argument(
         "--baseline", default=None, help="Another checkout whose worker runs alternately with this one (hotpath)."
     )
     bench.add_argument("--rounds", type=int, default=None, help="Repeat every measurement this many times (hotpath).")
