@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help setup setup-train k8s-tools prometheus-tools kafka kafka-down kafka-status lint typecheck test demo models models-eval \
+.PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-eval \
 	bench bench-engine bench-gpu faults loadtest k8s clean
 
 help: ## Show the targets.
@@ -52,7 +52,11 @@ k8s-tools: ## Install the pinned kustomize (Go proxy) and Strimzi validators (np
 prometheus-tools: ## Install promtool + prometheus (Debian package) for the alert tests; instant when present.
 	bash deploy/tools/install-prometheus.sh
 
-test: setup k8s-tools prometheus-tools lint typecheck ## Lint, type-check and run every test, integration tests included.
+# Debian's chromium + chromium-driver for the reviewer console's browser test (apt-get once, root or sudo).
+browser: ## Install chromium + chromedriver for the console's browser test; instant when present.
+	bash deploy/tools/install-browser.sh
+
+test: setup k8s-tools prometheus-tools browser lint typecheck ## Lint, type-check and run every test, integration tests included.
 	$(BIN)/pytest -ra
 
 demo: setup ## Set up, start the broker and a worker, stream the sample posts, show decisions live, stop.

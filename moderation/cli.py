@@ -52,6 +52,12 @@ def _llm_review(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _console(args: argparse.Namespace) -> int:
+    from moderation.review.console.app import run
+
+    return run(args)
+
+
 def _produce(args: argparse.Namespace) -> int:
     from moderation.devtools.tools import run_produce
 
@@ -132,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         "llm-review", help="Answer the llm-review topic with an OpenAI-compatible LLM; verdicts to Kafka."
     )
     llm_review.set_defaults(handler=_llm_review)
+
+    console = sub.add_parser("console", help="The reviewer console: live queue, decide, overview (web app).")
+    console.set_defaults(handler=_console)
 
     produce = sub.add_parser("produce", help="Produce JSON-lines posts from a file to the input topic.")
     produce.add_argument("--file", required=True, help="JSON-lines file (each line is sent as-is).")

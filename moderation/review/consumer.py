@@ -23,12 +23,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
 from moderation.core.errors import BrokerError, ModerationError
-from moderation.core.logs import configure_logging, get_logger
+from moderation.core.logs import configure_logging
 from moderation.core.settings import Settings, load_settings
 from moderation.review import verdicts
 from moderation.review.llm import LLMClient
@@ -38,7 +39,7 @@ from moderation.worker.app import default_worker_id, ensure_topics
 from moderation.worker.cli import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, describe_settings_error, retry_broker
 from moderation.worker.http import build_http_app, start_http
 
-log = get_logger("moderation.llm_review")
+log = structlog.get_logger("moderation.llm_review")  # lazy: bound at first use, after configure_logging
 
 
 class ReviewState:
