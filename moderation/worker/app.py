@@ -214,19 +214,31 @@ def create_app(
     async def reload_policy() -> None:
         check_policy(policies, metrics, log)
 
+    lag_series: set[tuple[str, str]] = set()
+
     @app.timer(5.0)
     async def report_lag() -> None:
         suppressor = repeat_suppressor()
         if suppressor is not None:
             suppressor.flush(log.warning)
         consumer = app.consumer
+        held = set()
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             # lag as KEDA sees it: log end − committed offset (fetch position until the first commit)
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
             position = committed if committed is not None else await consumer.position(tp)
             if highwater is not None and position is not None:
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+                labels = (tp.topic, str(tp.partition))
+                metrics.consumer_lag.labels(*labels).set(max(0, highwater - position))
+                held.add(labels)
+        # a partition that moved to another worker is reported by that worker now: drop our stale series,
+        # or summing lag over the fleet would count it twice
+        for labels in lag_series - held:
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(*labels)
+        lag_series.clear()
+        lag_series.update(held)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance(sender: Any, **_: Any) -> None:

@@ -1,7 +1,10 @@
 import hashlib
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from moderation.core.errors import InvalidJSON, OutputTooLarge, TextTooLarge
 from moderation.pipeline.batch import BatchResult, Message, Moderated, Rejected
@@ -109,3 +112,9 @@ def test_a_post_whose_outputs_cannot_be_written_goes_to_the_dlq_and_the_rest_go_
 def test_iso_ms_never_raises() -> None:
     assert iso_ms(-62_135_600_400_000) is None or iso_ms(-62_135_600_400_000).startswith("0")
     assert iso_ms(253_402_304_399_000 * 10) is None
+
+
+@given(st.integers(min_value=0, max_value=10**14 - 1))
+def test_iso_ms_is_exact_rfc3339_utc(epoch_ms: int) -> None:
+    exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
+    assert iso_ms(epoch_ms) == exact.isoformat(timespec="milliseconds").replace("+00:00", "Z")

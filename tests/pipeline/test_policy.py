@@ -156,3 +156,11 @@ def test_raising_a_harmful_score_never_moves_toward_allow(base, label, bump, cat
         after["spam"]["ham"] = 1 - after["spam"]["spam"]
     a, b = decide(policy, post, before).action, decide(policy, post, after).action
     assert not more_severe(a, b), (before, after, a, b)
+
+
+@given(st.text(max_size=80))
+def test_odd_char_ratio_counts_what_is_not_alphanumeric_space_or_common_punctuation(text: str) -> None:
+    from moderation.pipeline.policy import _COMMON_PUNCT
+
+    odd = sum(1 for ch in text if not (ch.isalnum() or ch.isspace() or ch in _COMMON_PUNCT))
+    assert odd_char_ratio(text) == (odd / len(text) if text else 0.0)
