@@ -277,28 +277,8 @@ def check_onnx(calibrated: Calibrated, tok, path: Path, texts: list[str]) -> flo
     return float(max(np.abs(a - b).max() for a, b in zip(ref, got, strict=True)))
 
 
-def data_sources(counts_train: dict[str, int], counts_val: dict[str, int], corpus: D.Corpus) -> list[dict]:
-    out = []
-    for name, info in D.SOURCES.items():
-        used = []
-        if counts_train.get(name):
-            used.append("train")
-        if counts_val.get(name):
-            used.append("calibration")
-        if info.files.get("test") and corpus.get(name, "test"):
-            used.append("test")
-        out.append({
-            "name": name, "directory": info.directory, "task": info.task, "license": info.license,
-            "files": sorted({f for fs in info.files.values() for f in fs}),
-            "split_rule": info.split_rule, "synthetic": info.synthetic,
-            "used_for": "|".join(used),
-            "n_train": counts_train.get(name, 0), "n_calibration": counts_val.get(name, 0),
-            "n_test": len(corpus.get(name, "test")),
-        })
-    return out
-
-
-def build(data_dir: Path, out_dir: Path, quick: bool) -> int:
+def build(data_dir: Path, out_dir: Path, quick: bool, feedback: Path | None = None) -> int:
+    """``feedback``: reviewers' verdicts (``moderation models feedback``) added to train/val, never test."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(SEED)
     random.seed(SEED)
@@ -320,6 +300,11 @@ def build(data_dir: Path, out_dir: Path, quick: bool) -> int:
 
     print(f"loading data from {data_dir} ...", flush=True)
     corpus = D.load_corpus(data_dir)
+    if feedback is not None:
+        from moderation.training.feedback import add_to_corpus, load_examples
+
+        added = add_to_corpus(corpus, load_examples(feedback))
+        print(f"review feedback from {feedback}: {added}", flush=True)
     train_ex = D.training_mix(corpus, "train", scale, SEED)
     val_ex = D.training_mix(corpus, "val", scale, SEED)
     count = lambda exs: {s: sum(1 for e in exs if e.source == s) for s in sorted({e.source for e in exs})}  # noqa: E731
@@ -456,9 +441,10 @@ def build(data_dir: Path, out_dir: Path, quick: bool) -> int:
         },
         "default_thresholds": DEFAULT_THRESHOLDS,
         "metrics": {},
-        "data_sources": data_sources(c_train, c_val, corpus),
+        "data_sources": D.data_sources(c_train, c_val, corpus),
         "built_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "build_command": "moderation models build --data-dir ../shared/data" + (" --quick" if quick else ""),
+        "build_command": "moderation models build --data-dir ../shared/data" + (" --quick" if quick else "")
+        + (f" --feedback {feedback.name}" if feedback is not None else ""),
         "training": {"log": "training_log.json", "texts_per_s": round(train_rate, 1),
                      "train_s": round(train_s), "total_s": round(time.time() - t_start)},
     }

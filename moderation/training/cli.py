@@ -1,4 +1,4 @@
-"""``moderation models {build,eval,verify,info,fp16,reference}``.
+"""``moderation models {build,eval,verify,info,fp16,reference,feedback}``.
 
 ``build`` needs torch (the ``train`` extra) and imports it only when called; everything else here
 runs on the serving install.
@@ -26,7 +26,24 @@ def _build(args: argparse.Namespace) -> int:
         raise ConfigError(f"`models build` needs torch, which is not installed; {TRAIN_EXTRA_HINT}")
     from moderation.training.build import build
 
-    return build(Path(args.data_dir), _out_dir(args), quick=bool(args.quick))
+    feedback = Path(args.feedback) if getattr(args, "feedback", None) else None
+    if feedback is not None and not feedback.is_file():  # before torch starts loading for minutes
+        raise ConfigError(f"--feedback {feedback}: no such file; export one with `moderation models feedback`")
+    return build(Path(args.data_dir), _out_dir(args), quick=bool(args.quick), feedback=feedback)
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    """Export moderation.verdicts to labelled JSON lines (latest verdict per post; human over LLM)."""
+    from moderation.core.settings import load_settings
+    from moderation.training.feedback import export
+
+    out = Path(getattr(args, "feedback", None) or "feedback.jsonl")
+    counts = export(load_settings(), out)
+    print(
+        f"wrote {out}: {counts['posts']} labelled posts ({counts['human']} human, {counts['llm']} LLM) "
+        f"from {counts['records']} verdict records"
+    )
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -81,6 +98,7 @@ ACTIONS = {
     "verify": _verify,
     "info": _info,
     "reference": _reference,
+    "feedback": _feedback,
 }
 
 

@@ -282,6 +282,9 @@ SOURCES: dict[str, SourceInfo] = {
     )
 }
 
+FEEDBACK_SOURCE = "review_feedback"
+"""Reviewers' verdicts (``moderation models feedback``), added with ``models build --feedback FILE``."""
+
 # Ham for the spam task borrowed from the *training* splits of other sources, so the spam head
 # learns "promotional/scam" rather than "SMS style".
 HAM_DONORS: tuple[str, ...] = ("olid", "hateval", "detox", "ag_news", "tweet_topic", "davidson")
@@ -598,7 +601,39 @@ def training_mix(corpus: Corpus, split: Split, scale: float = 1.0, seed: int = 1
             continue
         for stratum, cap in sorted(caps.items()):
             chosen += sample([e for e in pool if _stratum(e) == stratum], max(1, int(cap * scale)), seed)
+    chosen += corpus.get(FEEDBACK_SOURCE, split)  # every reviewer verdict, uncapped: few and the most valuable
     donors = [e for src in HAM_DONORS for e in corpus.get(src, split)]
     n_donors = HAM_DONOR_TRAIN if split == "train" else HAM_DONOR_VAL
     chosen += as_ham(sample(donors, max(1, int(n_donors * scale)), seed + 1))
     return chosen
+
+
+def data_sources(counts_train: dict[str, int], counts_val: dict[str, int], corpus: Corpus) -> list[dict]:
+    """Provenance and counts per source, as the manifest and the model card list them (review feedback
+    included when the build used it)."""
+    out = []
+    for name, info in SOURCES.items():
+        used = []
+        if counts_train.get(name):
+            used.append("train")
+        if counts_val.get(name):
+            used.append("calibration")
+        if info.files.get("test") and corpus.get(name, "test"):
+            used.append("test")
+        out.append({
+            "name": name, "directory": info.directory, "task": info.task, "license": info.license,
+            "files": sorted({f for fs in info.files.values() for f in fs}),
+            "split_rule": info.split_rule, "synthetic": info.synthetic,
+            "used_for": "|".join(used),
+            "n_train": counts_train.get(name, 0), "n_calibration": counts_val.get(name, 0),
+            "n_test": len(corpus.get(name, "test")),
+        })
+    if counts_train.get(FEEDBACK_SOURCE) or counts_val.get(FEEDBACK_SOURCE):
+        out.append({
+            "name": FEEDBACK_SOURCE, "directory": "(--feedback file)", "task": "toxicity|spam|category",
+            "license": "own reviewers' verdicts", "files": [], "split_rule": "hash split 90/10 train/val; never test",
+            "synthetic": False, "used_for": "train|calibration",
+            "n_train": counts_train.get(FEEDBACK_SOURCE, 0), "n_calibration": counts_val.get(FEEDBACK_SOURCE, 0),
+            "n_test": 0,
+        })
+    return out
