@@ -1,13 +1,19 @@
 """``moderation demo``: the whole product on this machine in one command.
 
-Starts (or reuses) the local broker, starts one real worker process, streams the committed sample
-posts through it, shows decisions live, then prints a summary and stops what it started.
+Starts (or reuses) the local broker, starts one real worker process and the reviewer console,
+streams the committed sample posts through it, shows decisions live, then prints a summary and the
+console's URL — the posts sent to review wait there to be tried (in a terminal, until Enter) — and
+stops what it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import socket
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -25,11 +31,12 @@ from rich.table import Table
 from moderation.core.errors import InputError
 from moderation.core.settings import Settings, load_settings
 from moderation.devtools.broker import LocalKafka
-from moderation.devtools.launch import WorkerProcess
+from moderation.devtools.launch import WorkerProcess, free_port
 from moderation.devtools.tools import produce_lines
 from moderation.pipeline.decode import decode_post
 
 SAMPLE_FILE = "sample_posts.jsonl"
+DEMO_REVIEWER = "demo:demo"  # the demo console's login unless MODERATION_CONSOLE_USERS is set
 ACTION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red"}
 
 
@@ -203,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     log_path.unlink(missing_ok=True)
     console.print(f"[bold]Starting a worker[/] (logs: {log_path}) …")
     worker = WorkerProcess("demo-worker", {"MODERATION_BOOTSTRAP_SERVERS": bootstrap}, log_path)
+    review_console, console_url = start_console(bootstrap, settings)
     code = 1
     try:
         with console.status("loading models and joining the consumer group …"):
@@ -215,11 +223,55 @@ def run(args: argparse.Namespace) -> int:
         console.print()
         summary(console, tally, elapsed)
         code = 0 if tally.done() else 1
+        offer_console(console, review_console, console_url, tally.actions["review"])
     finally:
+        if review_console is not None:
+            review_console.terminate(15)
         console.print(f"Worker stopped (exit {worker.terminate(settings.shutdown_grace_s + 10)}).")
         if started.started:
             kafka.down()
     return code
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_console(bootstrap: str, settings: Settings) -> tuple[WorkerProcess | None, str]:
+    """The reviewer console on 127.0.0.1 (port 8080 if free), next to the worker; the demo goes on without it."""
+    port = settings.console_port if _port_free(settings.console_port) else free_port()
+    env = {
+        "MODERATION_BOOTSTRAP_SERVERS": bootstrap,
+        "MODERATION_CONSOLE_PORT": str(port),
+        "MODERATION_HTTP_HOST": "127.0.0.1",
+        "MODERATION_CONSOLE_USERS": os.environ.get("MODERATION_CONSOLE_USERS") or DEMO_REVIEWER,
+    }
+    log_path = Path(settings.cache_dir) / "demo-console.log"
+    log_path.unlink(missing_ok=True)
+    try:
+        proc = WorkerProcess("demo-console", env, log_path, module=("moderation.cli", "console"))
+    except OSError:
+        return None, ""
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def offer_console(console: Console, proc: WorkerProcess | None, url: str, in_review: int) -> None:
+    """Say where the console is; in a terminal, keep it up until Enter so the queue can be tried."""
+    if proc is None or proc.proc.poll() is not None:
+        console.print("[yellow]The reviewer console did not start[/] (log: demo-console.log in the cache dir).")
+        return
+    user = "demo / demo" if not os.environ.get("MODERATION_CONSOLE_USERS") else "a MODERATION_CONSOLE_USERS login"
+    console.print(
+        f"[bold]Reviewer console:[/] {url} — log in as {user}; {in_review} post(s) of this run wait in its queue."
+    )
+    if sys.stdin.isatty():
+        with contextlib.suppress(EOFError, KeyboardInterrupt):
+            input("Press Enter to stop the console and the worker … ")
 
 
 async def _stream(
