@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_bench)
 
     worker = sub.add_parser("worker", help="Run a stream worker (faust agent) until SIGTERM.")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Run N worker processes under one supervisor (e.g. N per GPU); probes and metrics on the one port.",
+    )
     worker.set_defaults(handler=_worker)
 
     score = sub.add_parser("score", help="Score JSON-lines posts without Kafka; decisions to stdout.")

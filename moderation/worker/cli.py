@@ -73,6 +73,14 @@ def run_worker(args: argparse.Namespace | None = None) -> int:
         log_post_text=settings.log_post_text,
         repeat_window_s=settings.log_repeat_window_s,
     )
+    processes = int(getattr(args, "processes", 1) or 1)
+    if processes < 1:
+        get_logger("moderation.worker").critical("startup_failed", error="--processes must be at least 1")
+        return EXIT_CONFIG
+    if processes > 1:
+        from moderation.worker.supervisor import run_processes
+
+        return run_processes(settings, processes)
     return serve(settings)
 
 

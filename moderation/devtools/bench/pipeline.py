@@ -524,6 +524,7 @@ def markdown(result: dict[str, Any], plot_link: str, json_link: str) -> str:
         "",
         engine_line(result),
         "",
+        *free_section(result),
         "### Throughput vs batch size (shipped worker)",
         "",
         f"![throughput vs max_batch]({plot_link})",
@@ -569,6 +570,37 @@ def markdown(result: dict[str, Any], plot_link: str, json_link: str) -> str:
     return "\n".join(lines)
 
 
+def free_section(result: dict[str, Any]) -> list[str]:
+    """The worker's ceiling without the model (what a GPU worker is limited by), next to the real model's."""
+    free = result.get("free") or []
+    if not free:
+        return []
+    ship = {t["worker"]: t for t in result["throughput"]}[SHIPPED]
+    one = next(t for t in free if t["processes"] == 1)
+    lines = [
+        "### The hot path without the model",
+        "",
+        "The same worker (decode, dedupe, policy, emit, produce, commits, through the same broker) with a "
+        "scorer that returns fixed scores at no cost (`moderation/devtools/bench/free.py`, selectable only by "
+        f"a benchmark), {one['posts']} posts per run, max_batch {one['max_batch']}: what limits a worker "
+        "whose model is fast, as on a GPU.",
+        "",
+        "| worker | processes | sustained posts/s | decided |",
+        "|---|---:|---:|---:|",
+    ]
+    for t in free:
+        lines.append(f"| free scorer | {t['processes']} | {_fmt(t['posts_per_s'])} | {t['decided']}/{t['posts']} |")
+    lines += [
+        f"| real model (int8, CPU) | 1 | {_fmt(ship['posts_per_s'])} | {ship['decided']}/{ship['posts']} |",
+        "",
+        "All processes, the broker and the benchmark share the machine's cores, so on this 2-core machine a "
+        "second process competes with the first for CPU; `moderation bench hotpath` measures more "
+        "combinations and compares against another checkout in the same run.",
+        "",
+    ]
+    return lines
+
+
 def engine_line(result: dict[str, Any]) -> str:
     """How close each worker gets to the engine's own speed (the ceiling no worker can pass)."""
     alone = result["engine_alone"]
@@ -601,6 +633,8 @@ def print_tables(console: Console, result: dict[str, Any]) -> None:
         f"(latency at {result['latency_rate']:g} posts/s for both)"
     )
     console.print(engine_line(result))
+    for t in result.get("free") or []:
+        console.print(f"free scorer, {t['processes']} process(es): {_fmt(t['posts_per_s'])} posts/s")
     sweep = Table(title="Shipped worker: throughput vs MODERATION_MAX_BATCH")
     sweep.add_column("max_batch", justify="right")
     sweep.add_column("posts/s", justify="right")
@@ -625,8 +659,10 @@ def _command(args: argparse.Namespace) -> str:
 
 
 async def measure_all(
-    bench: Bench, n: int, seconds: float, batches: Sequence[int], default_batch: int
+    bench: Bench, n: int, seconds: float, batches: Sequence[int], default_batch: int, n_free: int
 ) -> dict[str, Any]:
+    # the ceiling without the model first: one process, then two sharing the topic (one group)
+    free = [await bench.throughput(FREE, FREE_BATCH, n_free, processes=p) for p in (1, 2)]
     shipped = await bench.throughput(SHIPPED, default_batch, n)
     naive = await bench.throughput(NAIVE, None, n)
     rate = max(1.0, round(0.5 * min(shipped.posts_per_s, naive.posts_per_s), 1))
@@ -639,6 +675,7 @@ async def measure_all(
         "latency_rate": rate,
         "ratio": shipped.posts_per_s / naive.posts_per_s,
         "sweep": [asdict(t) for t in sweep],
+        "free": [asdict(t) for t in free],
     }
 
 
@@ -677,7 +714,7 @@ def run(args: argparse.Namespace) -> int:
     engine = OnnxEngine.from_settings(settings)
     env = machine(settings, engine)
     tokenizer = engine.tokenizer
-    texts = distinct_posts(tokenizer, max(n, 4 * n // 3, 400))
+    texts = distinct_posts(tokenizer, max(n, 4 * n // 3, 400, QUICK_FREE_POSTS if quick else DEFAULT_FREE_POSTS))
     with console.status("the engine alone on the same posts (no Kafka) …"):
         ceiling = engine_ceiling(engine, texts[:n], default_batch, seconds=1.0 if quick else 4.0)
     del engine
@@ -703,7 +740,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         bench = Bench(settings, bootstrap, Path(tmp), texts, progress)
         try:
-            measured = asyncio.run(measure_all(bench, n, seconds, batches, default_batch))
+            n_free = QUICK_FREE_POSTS if quick else DEFAULT_FREE_POSTS
+            measured = asyncio.run(measure_all(bench, n, seconds, batches, default_batch, n_free))
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(bench.delete_topics())
