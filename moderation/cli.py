@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", default=None, help="Another checkout whose worker runs alternately with this one (hotpath)."
     )
     bench.add_argument("--rounds", type=int, default=None, help="Repeat every measurement this many times (hotpath).")
+    bench.add_argument("--model", action="store_true", help="The real model instead of the free scorer (hotpath).")
     bench.add_argument("--kills", type=int, default=None, help="Worker SIGKILLs during the stream (faults).")
     bench.add_argument(
         "--scenarios", default=None, help="Comma-separated subset of kill,poison,codecs (faults; default all)."

@@ -1,6 +1,7 @@
 """``moderation bench hotpath``: the worker's ceiling without the model, for finding and removing costs.
 
-Runs the real worker with the free scorer (:mod:`moderation.devtools.bench.free`) on a pre-filled topic,
+Runs the real worker with the free scorer (:mod:`moderation.devtools.bench.free`; ``--model``: with the
+real model instead, to check a change does not cost the CPU worker) on a pre-filled topic,
 for each ``--processes`` × ``--batch-sizes`` combination, and reports sustained posts/s end to end
 through the broker (first to last decision record). ``make bench`` reports the same measurement next to
 the real model's; this target is the quick loop for optimising one cost at a time.
@@ -28,6 +29,7 @@ from moderation.devtools.bench.pipeline import (
     DEFAULT_FREE_POSTS,
     FREE,
     FREE_BATCH,
+    SHIPPED,
     Bench,
     Throughput,
     distinct_posts,
@@ -48,6 +50,7 @@ async def measure(
     processes: tuple[int, ...],
     baseline: Path | None,
     rounds: int,
+    kind: str = FREE,
 ) -> list[Throughput]:
     """Every combination, ``rounds`` times; with a baseline checkout, baseline and current alternate so that
     both see the same machine (load from other processes drifts over minutes)."""
@@ -56,8 +59,8 @@ async def measure(
         for p in processes:
             for b in batches:
                 if baseline is not None:
-                    out.append(await bench.throughput(FREE, b, n, processes=p, source=baseline, code="baseline"))
-                out.append(await bench.throughput(FREE, b, n, processes=p))
+                    out.append(await bench.throughput(kind, b, n, processes=p, source=baseline, code="baseline"))
+                out.append(await bench.throughput(kind, b, n, processes=p))
     return out
 
 
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     processes = _ints(getattr(args, "processes", None), (1,))
     baseline = Path(args.baseline).resolve() if getattr(args, "baseline", None) else None
     rounds = int(getattr(args, "rounds", None) or 1)
+    kind = SHIPPED if getattr(args, "model", False) else FREE
     if baseline is not None and not (baseline / "moderation" / "devtools" / "bench" / "free.py").is_file():
         raise ConfigError(f"--baseline {baseline}: not a checkout of this project with the free-scorer worker")
     if n < 10 or min(batches) < 1 or min(processes) < 1:
@@ -87,11 +91,12 @@ def run(args: argparse.Namespace) -> int:
     ):
         bench = Bench(settings, bootstrap, Path(tmp), texts, progress)
         try:
-            results = asyncio.run(measure(bench, n, batches, processes, baseline, rounds))
+            results = asyncio.run(measure(bench, n, batches, processes, baseline, rounds, kind))
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(bench.delete_topics())
-    table = Table(title=f"Free scorer, end to end through Kafka ({n} posts per run, commit {env['git_commit']})")
+    what = "Real model" if kind == SHIPPED else "Free scorer"
+    table = Table(title=f"{what}, end to end through Kafka ({n} posts per run, commit {env['git_commit']})")
     for col in ("code", "processes", "max_batch", "posts/s", "decided", "duplicates"):
         table.add_column(col, justify="right")
     for t in results:
