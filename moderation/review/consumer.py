@@ -26,17 +26,16 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
-from pydantic import ValidationError
 
 from moderation.core.errors import BrokerError, ModerationError
-from moderation.core.logs import configure_logging
-from moderation.core.settings import Settings, load_settings
+from moderation.core.process import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, settings_for_process
+from moderation.core.settings import Settings
 from moderation.review import verdicts
 from moderation.review.llm import LLMClient
 from moderation.review.metrics import LLMReviewMetrics
 from moderation.worker import security
 from moderation.worker.app import default_worker_id, ensure_topics
-from moderation.worker.cli import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, describe_settings_error, retry_broker
+from moderation.worker.cli import retry_broker
 from moderation.worker.http import build_http_app, start_http
 
 log = structlog.get_logger("moderation.llm_review")  # lazy: bound at first use, after configure_logging
@@ -167,14 +166,9 @@ async def report_lag(consumer: AIOKafkaConsumer, metrics: LLMReviewMetrics) -> N
 
 
 def run(args: argparse.Namespace | None = None) -> int:
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        configure_logging()
-        log.critical("startup_failed", error=describe_settings_error(exc))
+    settings = settings_for_process("moderation.llm_review", post_text_in_logs=False)
+    if settings is None:
         return EXIT_CONFIG
-    configure_logging(settings.log_format, settings.log_level, log_post_text=False,
-                      repeat_window_s=settings.log_repeat_window_s)
     if not settings.llm_base_url or not settings.llm_model:
         log.critical(
             "startup_failed",

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
 
 from moderation.core.errors import BrokerError, ModerationError
-from moderation.core.logs import configure_logging, get_logger
-from moderation.core.settings import Settings, load_settings
+from moderation.core.logs import get_logger
+from moderation.core.process import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, settings_for_process
+from moderation.core.settings import Settings
 from moderation.pipeline.batch import Pipeline
 from moderation.pipeline.emit import Topics
 from moderation.pipeline.infer import Scorer
@@ -55,24 +55,12 @@ class DescribedScorer(Scorer, Protocol):
 
 ScorerFactory = Callable[[Settings], DescribedScorer]
 
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
-EXIT_BROKER = 3
 
 
 def run_worker(args: argparse.Namespace | None = None) -> int:
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        configure_logging()
-        get_logger("moderation.worker").critical("startup_failed", error=describe_settings_error(exc))
+    settings = settings_for_process("moderation.worker")
+    if settings is None:
         return EXIT_CONFIG
-    configure_logging(
-        settings.log_format,
-        settings.log_level,
-        log_post_text=settings.log_post_text,
-        repeat_window_s=settings.log_repeat_window_s,
-    )
     processes = int(getattr(args, "processes", 1) or 1)
     if processes < 1:
         get_logger("moderation.worker").critical("startup_failed", error="--processes must be at least 1")
@@ -82,18 +70,6 @@ def run_worker(args: argparse.Namespace | None = None) -> int:
 
         return run_processes(settings, processes)
     return serve(settings)
-
-
-def describe_settings_error(exc: ValidationError) -> str:
-    """One line per bad setting, named as the operator sets it."""
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        env = f"MODERATION_{field.upper()}" if error["loc"] else "settings"
-        value = error.get("input")
-        shown = f" (got {value!r})" if isinstance(value, str | int | float) and len(str(value)) < 80 else ""
-        problems.append(f"{env}: {error['msg']}{shown}")
-    return "invalid settings: " + "; ".join(problems)
 
 
 def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> int:

@@ -21,11 +21,10 @@ import orjson
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import ValidationError
 
 from moderation.core.errors import BrokerError, ModerationError
-from moderation.core.logs import configure_logging
-from moderation.core.settings import Settings, load_settings
+from moderation.core.process import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, settings_for_process
+from moderation.core.settings import Settings
 from moderation.review import verdicts
 from moderation.review.console import charts
 from moderation.review.console.auth import CSRF_COOKIE, SESSION_COOKIE, Auth, Session, parse_users
@@ -33,7 +32,7 @@ from moderation.review.console.state import ConsoleState
 from moderation.review.metrics import ConsoleMetrics
 from moderation.worker import security
 from moderation.worker.app import default_worker_id, ensure_topics
-from moderation.worker.cli import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, describe_settings_error, retry_broker
+from moderation.worker.cli import retry_broker
 from moderation.worker.http import build_http_app, start_http
 
 log = structlog.get_logger("moderation.console")  # lazy: bound at first use, after configure_logging
@@ -388,14 +387,9 @@ async def sample_depth(state: ConsoleState, stop: asyncio.Event, every_s: float 
 
 # --- the process ---------------------------------------------------------------------------------------
 def run(args: argparse.Namespace | None = None) -> int:
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        configure_logging()
-        log.critical("startup_failed", error=describe_settings_error(exc))
+    settings = settings_for_process("moderation.console", post_text_in_logs=False)
+    if settings is None:
         return EXIT_CONFIG
-    configure_logging(settings.log_format, settings.log_level, log_post_text=False,
-                      repeat_window_s=settings.log_repeat_window_s)
     try:
         users = parse_users(settings.console_users.get_secret_value())
     except ModerationError as exc:

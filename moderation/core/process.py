@@ -1,0 +1,50 @@
+"""What every long-running process (worker, LLM reviewer, console) does first, and how it exits.
+
+Exit codes, the same for each: **0** stopped on request · **1** fatal error while running · **2** bad
+configuration (a setting, a model, a policy, a port) · **3** the broker could not be reached or refused
+our credentials.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from moderation.core.logs import configure_logging, get_logger
+from moderation.core.settings import Settings, load_settings
+
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+EXIT_BROKER = 3
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per bad setting, named as the operator sets it."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        env = f"MODERATION_{field.upper()}" if error["loc"] else "settings"
+        value = error.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) and len(str(value)) < 80 else ""
+        problems.append(f"{env}: {error['msg']}{shown}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def settings_for_process(logger: str, *, post_text_in_logs: bool = True) -> Settings | None:
+    """Settings from the environment with logging configured from them; ``None`` — after one clear
+    ``startup_failed`` line naming each bad variable — when a setting is invalid (exit with EXIT_CONFIG).
+
+    ``post_text_in_logs=False`` ignores MODERATION_LOG_POST_TEXT for processes that must never log text.
+    """
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        configure_logging()
+        get_logger(logger).critical("startup_failed", error=describe_settings_error(exc))
+        return None
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        log_post_text=settings.log_post_text and post_text_in_logs,
+        repeat_window_s=settings.log_repeat_window_s,
+    )
+    return settings
