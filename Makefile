@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-eval \
-	bench bench-engine bench-gpu faults loadtest k8s clean
+	bench bench-engine bench-gpu bench-gpu-dry faults loadtest k8s clean
 
 help: ## Show the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -76,8 +76,11 @@ bench: setup ## End-to-end benchmark through the real broker: shipped worker vs 
 bench-engine: setup ## The inference engine alone on CPU (int8 vs fp32, by batch size).
 	$(BIN)/moderation bench engine --out bench-results/engine.json
 
-bench-gpu: setup ## The engine on an NVIDIA GPU (fp16, buckets x batch x IOBinding); refuses without CUDA.
-	$(BIN)/moderation bench gpu --out bench-results/gpu.json
+bench-gpu: setup ## On an NVIDIA GPU: probe, fp16 engine sweep, workers end to end (1, 2 processes) -> JSON; refuses without CUDA.
+	$(BIN)/moderation bench gpu --processes 1,2 --out bench-results/gpu.json
+
+bench-gpu-dry: setup ## The same script on the CPU (int8, small sizes): proves it runs before GPU minutes are spent.
+	$(BIN)/moderation bench gpu --dry-run --processes 1,2 --out bench-results/gpu-dry.json
 
 faults: setup ## Fault suite on a private broker: kill -9 x5 + broker restart in 30k posts, poison corpus, 4 codecs -> RELIABILITY.md.
 	$(BIN)/moderation bench faults --out bench-results/faults.json --report RELIABILITY.md

@@ -1,15 +1,28 @@
-"""``moderation bench gpu``: the fp16 engine alone on CUDA (onnxruntime-gpu).
+"""``moderation bench gpu``: what a GPU machine gives, in one short run that writes JSON.
 
-Sweeps batch size (1 … 4096) × length bucket × IOBinding on/off on pre-tokenized inputs, so the
-numbers are the GPU's and not the tokenizer's, plus one end-to-end row (texts → scores) per batch
-size on the realistic mixed workload. Refuses to run without a working CUDA provider rather than
-quietly timing the CPU.
+1. **Probe**: what the machine has (Python, onnxruntime and its providers, torch and CUDA, the NVIDIA
+   driver, CUDA libraries, Java and the cached Kafka jars), recorded first so a failed run still says why.
+2. **Engine**: the fp16 engine alone on CUDA, batch size (1 … 4096) × length bucket × IOBinding on/off
+   on pre-tokenized inputs (the GPU's numbers, not the tokenizer's), plus texts → scores per batch size
+   on the realistic mixed workload.
+3. **End to end** (``--processes 1,2``): real ``moderation worker`` processes with the fp16 model on CUDA
+   (``MODERATION_REQUIRE_PROVIDER``: a silent CPU fallback fails the run) through a local broker, on a
+   pre-filled topic; sustained posts/s per process count.
+
+It refuses to run without a working CUDA provider rather than quietly timing the CPU. ``--dry-run``
+runs every step on the CPU (int8, small sizes) so the script is known to work end to end before a GPU
+machine's scarce minutes are spent on it; its numbers are not GPU numbers and say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import platform
+import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,7 +35,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from moderation.core.errors import ProviderError
-from moderation.core.settings import load_settings
+from moderation.core.settings import Settings, load_settings
 from moderation.devtools.bench.workload import length_profile, workloads
 from moderation.pipeline.infer import CPU, CUDA, OnnxEngine
 from moderation.pipeline.tokenize import Batch
@@ -54,10 +67,13 @@ def require_cuda() -> None:
         )
 
 
-def synthetic_batch(batch_size: int, bucket: int, vocab_size: int, rng: np.random.Generator) -> Batch:
+def synthetic_batch(
+    batch_size: int, bucket: int, vocab_size: int, rng: np.random.Generator, cls_id: int = 101, sep_id: int = 102
+) -> Batch:
     """Full-length rows of random ordinary token ids: the worst case for a bucket."""
-    ids = rng.integers(1000, vocab_size, size=(batch_size, bucket), dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] … [SEP], as the BERT tokenizer emits
+    low = min(1000, vocab_size // 2)  # past BERT's special and unused ids (a test model's vocabulary is tiny)
+    ids = rng.integers(low, vocab_size, size=(batch_size, bucket), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = cls_id, sep_id  # [CLS] … [SEP], as the tokenizer emits
     return Batch(ids, np.ones((batch_size, bucket), dtype=np.int64))
 
 
@@ -73,16 +89,72 @@ def time_runs(fn: Any, seconds: float, min_runs: int = 5) -> tuple[list[float], 
     return latencies, time.perf_counter() - start
 
 
+def _command(cmd: list[str]) -> str | None:
+    """First line of a tool's answer, or None when it is not there (or fails)."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def settings_cache_dir() -> Path:
+    return Path(os.environ.get("MODERATION_CACHE_DIR", Path.home() / ".cache" / "moderation"))
+
+
+def probe() -> dict[str, Any]:
+    """What this machine has, for the report (and to say why a real run cannot start)."""
+    import onnxruntime as ort
+
+    facts: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
+        "nvidia_smi": _command(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]),
+        "java": _command(["java", "-version"]),
+        "torch": None,
+    }
+    if importlib.util.find_spec("torch") is not None:  # build-time tooling; loading it also loads CUDA libraries
+        try:
+            import torch
+
+            facts["torch"] = {"version": torch.__version__, "cuda": torch.cuda.is_available()}
+        except Exception as exc:  # a broken install is a fact worth reporting, not a crash
+            facts["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
+    libs = _command(["sh", "-c", "ldconfig -p | grep -Eo 'lib(cudart|cublas|cudnn)[^ ]*' | sort -u | tr '\\n' ' '"])
+    facts["cuda_libraries"] = libs.split() if libs else []
+    kafka_cache = settings_cache_dir() / "kafka"
+    facts["kafka_jars_cached"] = sorted(p.parent.name for p in kafka_cache.glob("*/libs"))  # Kafka versions
+    return facts
+
+
 def run(args: argparse.Namespace) -> int:
-    require_cuda()
+    dry = bool(getattr(args, "dry_run", False))
     console = Console()
+    facts = probe()
+    console.print(f"[bold]probe[/]: {json.dumps(facts)}")
+    if not dry:
+        require_cuda()
+    else:
+        console.print("[yellow]dry run on the CPU: every step runs, but these are not GPU numbers[/]")
     settings = load_settings()
-    seconds = float(args.seconds or 1.0)
+    seconds = float(args.seconds or (0.2 if dry else 1.0))
     out = Path(args.out) if args.out else DEFAULT_OUT
-    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else BATCH_SIZES
-    variant = (args.variants or "fp16").split(",")[0]
-    engine = OnnxEngine.from_settings(settings, variant=variant, providers=[CUDA, CPU], require_provider=CUDA)
-    vocab_size = len(engine.tokenizer.vocabulary())
+    default_sizes = (1, 64) if dry else BATCH_SIZES
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else default_sizes
+    variant = (args.variants or ("int8" if dry else "fp16")).split(",")[0]
+    if dry:
+        engine = OnnxEngine.from_settings(settings, variant=variant, providers=[CPU])
+    else:
+        engine = OnnxEngine.from_settings(settings, variant=variant, providers=[CUDA, CPU], require_provider=CUDA)
+    vocabulary = engine.tokenizer.vocabulary()
+    vocab_size = len(vocabulary)
+    cls_id, sep_id = vocabulary.get("[CLS]", 0), vocabulary.get("[SEP]", 0)
     rng = np.random.default_rng(0)
 
     cells: list[GpuCell] = []
@@ -93,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("benchmarking", total=total)
         for bucket in engine.tokenizer.buckets:
             for bs in batch_sizes:
-                batch = synthetic_batch(bs, bucket, vocab_size, rng)
-                for binding in (False, True):
+                batch = synthetic_batch(bs, bucket, vocab_size, rng, cls_id, sep_id)
+                for binding in (False,) if dry else (False, True):
                     progress.update(task, description=f"bucket {bucket} batch {bs} iobinding={binding}")
                     lat, wall = time_runs(lambda b=batch, io=binding: engine.run_batch(b, iobinding=io), seconds)
                     cells.append(
@@ -126,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
     result = {
+        "dry_run": dry,
+        "probe": facts,
         "environment": {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "onnxruntime": ort.__version__,
@@ -146,8 +220,9 @@ def run(args: argparse.Namespace) -> int:
     for bs in batch_sizes:
         row = [str(bs)]
         for bucket in engine.tokenizer.buckets:
-            off, on = by_key[(bucket, bs, False)], by_key[(bucket, bs, True)]
-            row.append(f"{off.posts_per_s:,.0f} ({off.p99_ms:.1f}) / {on.posts_per_s:,.0f} ({on.p99_ms:.1f})")
+            off, on = by_key[(bucket, bs, False)], by_key.get((bucket, bs, True))
+            cell = f"{off.posts_per_s:,.0f} ({off.p99_ms:.1f})"
+            row.append(cell + (f" / {on.posts_per_s:,.0f} ({on.p99_ms:.1f})" if on else ""))
         table.add_row(*row)
     console.print(table)
     for e2e in end_to_end:
@@ -155,7 +230,63 @@ def run(args: argparse.Namespace) -> int:
             f"end to end (tokenize + run), batch {e2e['batch_size']}: {e2e['posts_per_s']:,.0f} posts/s, "
             f"p99 {e2e['p99_ms']:.1f} ms"
         )
+    processes = tuple(int(p) for p in args.processes.split(",")) if getattr(args, "processes", None) else ()
+    if processes:
+        del engine  # the workers load their own sessions
+        n = int(args.posts or (2_000 if dry else 200_000))
+        max_batch = 64 if dry else 1024
+        worker_env = {"MODERATION_MODEL_VARIANT": variant}
+        if dry:
+            worker_env["MODERATION_PROVIDERS"] = CPU
+        else:
+            worker_env.update({"MODERATION_PROVIDERS": f"{CUDA},{CPU}", "MODERATION_REQUIRE_PROVIDER": CUDA})
+        rows = end_to_end_workers(settings, console, worker_env, n, max_batch, processes)
+        result["end_to_end_workers"] = {"posts": n, "max_batch": max_batch, "env": worker_env, "rows": rows}
+        for measured in rows:
+            console.print(
+                f"workers end to end, {measured['processes']} process(es): {measured['posts_per_s']:,.0f} posts/s"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     console.print(f"wrote {out}")
     return 0
+
+
+def end_to_end_workers(
+    settings: Settings,
+    console: Console,
+    worker_env: dict[str, str],
+    n: int,
+    max_batch: int,
+    processes: tuple[int, ...],
+) -> list[dict[str, Any]]:
+    """Sustained posts/s of real worker processes (the given model variant and providers) through a local
+    broker, for each process count; the same measurement as ``make bench``'s shipped worker."""
+    import asyncio
+    import contextlib
+    import tempfile
+
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from moderation.devtools.bench.pipeline import SHIPPED, Bench, distinct_posts
+    from moderation.devtools.launch import kafka_broker
+
+    tokenizer = OnnxEngine.from_settings(settings, providers=[CPU]).tokenizer
+    texts = distinct_posts(tokenizer, n)
+
+    async def measure(bench: Bench) -> list[dict[str, Any]]:
+        return [asdict(await bench.throughput(SHIPPED, max_batch, n, processes=p)) for p in processes]
+
+    with (
+        kafka_broker(settings, console) as bootstrap,
+        tempfile.TemporaryDirectory(prefix="moderation-gpu-e2e-") as tmp,
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress,
+    ):
+        bench = Bench(settings, bootstrap, Path(tmp), texts, progress, extra_env=worker_env)
+        try:
+            return asyncio.run(measure(bench))
+        finally:
+            with contextlib.suppress(Exception):
+                asyncio.run(bench.delete_topics())

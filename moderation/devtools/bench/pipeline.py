@@ -190,8 +190,11 @@ class Bench:
         workdir: Path,
         texts: Sequence[str],
         progress: Progress,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``extra_env``: settings every worker of the run gets (e.g. the model variant and providers)."""
         self.settings = settings
+        self.extra_env = dict(extra_env or {})
         self.bootstrap = bootstrap
         self.workdir = workdir
         self.texts = texts
@@ -227,6 +230,7 @@ class Bench:
             **topic_env(self.bootstrap, topics, f"{topics['posts']}-group"),
             "MODERATION_CACHE_DIR": str(self.workdir / "cache"),
             "MODERATION_LOG_LEVEL": "warning",
+            **self.extra_env,
         }
         if max_batch is not None:
             env["MODERATION_MAX_BATCH"] = str(max_batch)
