@@ -21,17 +21,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from moderation.models.taxonomy import CATEGORY_LABELS, TOXICITY_LABELS
+
 RECORD_VERSION = 1
-REVIEW_LABELS = ("toxicity.toxic", "toxicity.hate", "toxicity.targeted", "spam.spam")
+REVIEW_LABELS = (*(f"toxicity.{label}" for label in TOXICITY_LABELS), "spam.spam")
 """Labels a reviewer may set or clear (the category is one value of its own)."""
-CATEGORIES = (
-    "world_politics",
-    "sports",
-    "business_finance",
-    "science_technology",
-    "entertainment_culture",
-    "lifestyle",
-)
+CATEGORIES = CATEGORY_LABELS
 ACTIONS = ("allow", "block")
 
 # Why a post went to humans (the ``reason`` of a needs_human record and a metric label).

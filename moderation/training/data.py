@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from moderation.core.errors import ConfigError
+from moderation.models.taxonomy import CATEGORY_LABELS, SPAM_LABELS, TOXICITY_LABELS
 
 Split = Literal["train", "val", "test"]
 Task = Literal["toxicity", "spam", "category"]
@@ -34,16 +35,6 @@ TASKS: tuple[Task, ...] = ("toxicity", "spam", "category")
 SPLIT_SALT = "moderation-minilm-v1"
 """Changing the salt reshuffles every hash split; bump only together with a new model version."""
 
-TOXICITY_LABELS: tuple[str, ...] = ("toxic", "hate", "targeted")
-SPAM_LABELS: tuple[str, ...] = ("ham", "spam")
-CATEGORY_LABELS: tuple[str, ...] = (
-    "world_politics",
-    "sports",
-    "business_finance",
-    "science_technology",
-    "entertainment_culture",
-    "lifestyle",
-)
 LABELS: dict[Task, tuple[str, ...]] = {
     "toxicity": TOXICITY_LABELS,
     "spam": SPAM_LABELS,
