@@ -1,8 +1,10 @@
-"""The faust app: one agent over the input topic, micro-batching with manual acks.
+"""The worker process: a faust app that runs the batch consumer, the committer and the timers.
 
-faust's ``Stream.take()`` acks a batch in a ``finally:`` — an exception would lose it — so the agent
-uses ``noack_take`` and acks each event only after :meth:`ModerationService.handle` returned, i.e.
-after every output record of the batch was acknowledged by the broker.
+faust provides the process (start-up, signals, a clean stop, timers, a crash that ends it); the posts
+are consumed by :mod:`moderation.worker.consume`, a batch at a time with aiokafka under the app, not by
+faust's per-event stream (which cost more than everything else of a worker with a fast model), and
+outputs go out through our own producer (:mod:`moderation.worker.produce`). faust's own Kafka consumer,
+producer and web server are switched off (:class:`WorkerBoot`), so the app never joins the group itself.
 """
 
 from __future__ import annotations
@@ -14,24 +16,22 @@ import signal
 import socket
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import ConsumerStoppedError, TopicAlreadyExistsError
+from faust.app.base import BootStrategy
 
 from moderation.core.logs import get_logger, repeat_suppressor
 from moderation.core.settings import Settings
-from moderation.pipeline.batch import Message
 from moderation.pipeline.policy import PolicyStore
-from moderation.pipeline.records import Origin
+from moderation.worker.consume import OffsetCommitter, SettleBeforeRebalance, consume, make_consumer
 from moderation.worker.metrics import WorkerMetrics
 from moderation.worker.produce import Writer
-from moderation.worker.security import broker_credentials, check_auth, client_kwargs
+from moderation.worker.security import check_auth, client_kwargs
 from moderation.worker.service import ModerationService
 
 
@@ -60,32 +60,6 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
                 )
     finally:
         await admin.close()
-
-
-class Committer:
-    """Commits acked offsets right after each batch instead of on faust's 1 s timer, so a crash
-    re-decides at most the batches in flight. Off the batch path (the next batch is not held up),
-    one commit at a time and in order; requests made during a commit fold into the next one."""
-
-    def __init__(self, commit: Callable[[], Awaitable[bool]], log: Any) -> None:
-        self._commit = commit
-        self._log = log
-        self._wanted = asyncio.Event()
-
-    def request(self) -> None:
-        self._wanted.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wanted.wait()
-            self._wanted.clear()
-            try:
-                # faust returns False when it only waited for a commit already under way (its timer's):
-                # that one may have missed the latest acks, so commit once more
-                if not await self._commit():
-                    await self._commit()
-            except Exception as exc:  # the periodic commit retries; redone work is keyed by post id
-                self._log.warning("commit_failed", error=str(exc), error_type=type(exc).__name__)
 
 
 def exit_after(seconds: float, log: Any, reason: str) -> threading.Timer:
@@ -121,6 +95,40 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+class WorkerBoot(BootStrategy):
+    """The services faust starts for the worker: sensors, the agent manager, timers and tasks — not its
+    Kafka consumer (it would join the group with a subscription of its own), producer or web server."""
+
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
+    enable_web = False
+
+
+class WorkerApp(faust.App):
+    BootStrategy = WorkerBoot
+
+
+class Input:
+    """The consumer and its committer once the app runs (aiokafka binds clients to the running loop)."""
+
+    def __init__(self) -> None:
+        self.consumer: AIOKafkaConsumer | None = None
+        self.committer: OffsetCommitter | None = None
+
+    def assigned(self, topic: str) -> int:
+        if self.consumer is None:
+            return 0
+        return sum(1 for tp in self.consumer.assignment() if tp.topic == topic)
+
+    async def flush(self) -> None:
+        if self.committer is not None:
+            await self.committer.flush()
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
 def create_app(
     settings: Settings,
     service: ModerationService,
@@ -128,46 +136,23 @@ def create_app(
     metrics: WorkerMetrics,
     *,
     writer: Writer,
+    inputs: Input,
     group_instance_id: str | None = None,
 ) -> faust.App:
-    """The faust app whose agent consumes posts; outputs go through ``writer`` (our own producer, see
-    :func:`make_producer`), not faust's, so that a batch's records go out as a few record batches."""
+    """The worker's app: one task consumes posts in batches (see :mod:`moderation.worker.consume`), one
+    commits their offsets, timers reload the policy and report lag."""
     log = get_logger("moderation.worker", worker_id=service.worker_id)
     datadir = Path(settings.cache_dir) / "faust" / settings.group_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.group_id,
+    app = WorkerApp(
+        f"{settings.group_id}-app",  # faust's own consumer is off; this id never joins a group
         broker=faust_broker_url(settings.bootstrap_servers),
-        broker_credentials=broker_credentials(settings),
         autodiscover=False,
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
-        topic_disable_leader=True,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_max_poll_interval=settings.max_poll_interval_ms / 1000,
-        broker_commit_every=max(settings.max_batch, 100),
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_ms / 1000,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 5000),
-        consumer_group_instance_id=group_instance_id,
-        consumer_metadata_max_age_ms=settings.metadata_max_age_ms,
-        producer_metadata_max_age_ms=settings.metadata_max_age_ms,
-        producer_acks=-1,
-        producer_linger_ms=5,
-        # room for the largest record we build (emit bounds them to max_record_bytes) plus framing
-        producer_max_request_size=max(settings.max_record_bytes + 65_536, 1_048_576),
-        stream_buffer_maxsize=max(4 * settings.max_batch, 4096),
-        stream_wait_empty=False,
         worker_redirect_stdouts=False,
     )
-    posts = app.topic(
-        settings.input_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-
-
-    committer = Committer(lambda: app.consumer.commit(), log)
 
     def fatal(exc: BaseException) -> None:
         """A system failure (broker, model): report not-live at once and make sure the process ends."""
@@ -176,39 +161,24 @@ def create_app(
         log.critical("batch_failed", error=str(exc), error_type=type(exc).__name__)
         exit_after(settings.shutdown_grace_s, log, reason)
 
-    @app.agent(posts, concurrency=1)  # type: ignore[arg-type]  # noack_take lives on Stream, not StreamT
-    async def moderate(stream: faust.Stream) -> None:
-        async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_ms / 1000):
-            if service.draining:
-                continue  # left un-acked: consumed again after the restart
-            received = time.time_ns() // 1_000_000
-            messages = [
-                Message(
-                    value=ev.message.value,
-                    key=ev.message.key,
-                    origin=Origin(
-                        ev.message.topic,
-                        ev.message.partition,
-                        ev.message.offset,
-                        int(ev.message.timestamp * 1000),
-                    ),
-                    received_ms=received,
-                )
-                for ev in events
-            ]
-            try:
-                await service.handle(messages, writer)
-            except Exception as exc:
-                fatal(exc)
-                await app.crash(exc)
-                return
-            for ev in events:
-                await stream.ack(ev)
-            committer.request()
-
     @app.task
-    async def commit_after_batches() -> None:
-        await committer.run()
+    async def moderate() -> None:
+        consumer = make_consumer(settings, group_instance_id)
+        committer = OffsetCommitter(consumer, log)
+        consumer.subscribe([settings.input_topic], listener=SettleBeforeRebalance(service, committer, log))
+        inputs.consumer, inputs.committer = consumer, committer
+        try:
+            await consumer.start()
+            committing = asyncio.ensure_future(committer.run())
+            try:
+                await consume(consumer, committer, service, writer, settings.max_batch, settings.max_wait_ms)
+            finally:
+                committing.cancel()
+        except (asyncio.CancelledError, ConsumerStoppedError):
+            return  # shutting down: the worker stopped the consumer after the drain
+        except Exception as exc:
+            fatal(exc)
+            await app.crash(exc)
 
     @app.timer(settings.policy_reload_s)
     async def reload_policy() -> None:
@@ -221,13 +191,18 @@ def create_app(
         suppressor = repeat_suppressor()
         if suppressor is not None:
             suppressor.flush(log.warning)
-        consumer = app.consumer
+        consumer, committer = inputs.consumer, inputs.committer
+        if consumer is None or committer is None:
+            return
         held = set()
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             # lag as KEDA sees it: log end − committed offset (fetch position until the first commit)
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            position = committed if committed is not None else await consumer.position(tp)
+            committed = committer.committed.get(tp)
+            try:
+                position = committed if committed is not None else await consumer.position(tp)
+            except Exception:  # lag is a gauge: a missed update is not worth a failure
+                continue
             if highwater is not None and position is not None:
                 labels = (tp.topic, str(tp.partition))
                 metrics.consumer_lag.labels(*labels).set(max(0, highwater - position))
@@ -240,20 +215,8 @@ def create_app(
         lag_series.clear()
         lag_series.update(held)
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def on_rebalance(sender: Any, **_: Any) -> None:
-        parts = sorted(f"{tp.topic}/{tp.partition}" for tp in app.consumer.assignment())
-        log.info("partitions_assigned", partitions=parts)
-
-    def assigned_partitions() -> int:
-        try:
-            return sum(1 for tp in app.consumer.assignment() if tp.topic == settings.input_topic)
-        except Exception:  # no consumer yet
-            return 0
-
-    service.readiness.partitions = assigned_partitions
+    service.readiness.partitions = lambda: inputs.assigned(settings.input_topic)
     service.readiness.stalled = service.stalled_for
-
     return app
 
 
@@ -279,17 +242,22 @@ class GracefulWorker(faust.Worker):
         service: ModerationService,
         grace_s: float,
         producer: AIOKafkaProducer | None = None,
+        inputs: Input | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self.spinner = None  # faust's terminal spinner writes escape codes into JSON log streams
         self.service = service
         self.producer = producer
+        self.inputs = inputs
         self.grace_s = grace_s
         self._draining_task: asyncio.Future[None] | None = None
 
     async def on_stop(self) -> None:
         await super().on_stop()
+        if self.inputs is not None:  # with static membership this does not leave the group: a restart resumes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.inputs.stop(), 10)
         if self.producer is not None:  # everything committed was acknowledged already: flushing is a courtesy
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.producer.stop(), 10)
@@ -310,7 +278,8 @@ class GracefulWorker(faust.Worker):
         self.service.start_draining()
         try:
             await asyncio.wait_for(self.service.idle.wait(), self.grace_s * 0.8)
-            await asyncio.wait_for(self.app.consumer.commit(), max(1.0, self.grace_s * 0.2))
+            if self.inputs is not None:
+                await asyncio.wait_for(self.inputs.flush(), max(1.0, self.grace_s * 0.2))
             log.info("drained", batches=self.service.batches)
         except TimeoutError:
             log.warning("drain_timeout", grace_s=self.grace_s)

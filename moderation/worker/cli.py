@@ -34,6 +34,7 @@ from moderation.pipeline.policy import PolicyStore
 from moderation.worker import security
 from moderation.worker.app import (
     GracefulWorker,
+    Input,
     check_policy,
     create_app,
     default_worker_id,
@@ -123,8 +124,15 @@ def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> in
         loop.run_until_complete(runner.cleanup())
         return EXIT_BROKER
     readiness.models_loaded, readiness.provider = True, service.model_info["provider"]
+    inputs = Input()
     app = create_app(
-        settings, service, policies, metrics, writer=BatchWriter(producer), group_instance_id=instance_id
+        settings,
+        service,
+        policies,
+        metrics,
+        writer=BatchWriter(producer),
+        inputs=inputs,
+        group_instance_id=instance_id,
     )
     log.info("joining_group", group=settings.group_id, group_instance_id=instance_id)
     loop.add_signal_handler(signal.SIGHUP, check_policy, policies, metrics, log)
@@ -133,6 +141,7 @@ def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> in
         service,
         settings.shutdown_grace_s,
         producer,
+        inputs,
         loop=loop,
         loglevel=settings.log_level.upper(),
         quiet=True,
