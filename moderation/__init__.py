@@ -6,7 +6,7 @@ The package is laid out by layer; what serves never imports what builds or measu
 - ``core``      settings, errors, logging — shared by every layer
 - ``pipeline``  the stages a post flows through: decode → dedupe → tokenize → infer → decide → emit
 - ``models``    the shipped model artifacts and the manifest contract they are loaded by
-- ``worker``    the Kafka edge: the faust agent, producing, commits, probes, metrics, connection security
+- ``worker``    the Kafka edge: the faust app, batch consumer, producing, commits, probes, metrics, security
 - ``score``     the same pipeline over JSON lines, without Kafka
 - ``training``  build time only: data sets, training (``train`` extra), evaluation, the fp16 variant
 - ``devtools``  for developers: the local broker, demo, produce/tail, benchmarks, fault suite, load test

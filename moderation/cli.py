@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(handler=_bench)
 
-    worker = sub.add_parser("worker", help="Run a stream worker (faust agent) until SIGTERM.")
+    worker = sub.add_parser("worker", help="Run a stream worker (faust app, batch consumer) until SIGTERM.")
     worker.add_argument(
         "--processes",
         type=int,

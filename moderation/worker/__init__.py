@@ -1,1 +1,2 @@
-"""The Kafka edge: a faust app whose agent micro-batches posts through the shared pipeline."""
+"""The Kafka edge: a faust app whose task consumes posts a batch at a time (aiokafka) through the shared
+pipeline, produces the outputs, then commits."""
