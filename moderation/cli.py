@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=None, help="Repeat every measurement this many times (hotpath).")
     bench.add_argument("--model", action="store_true", help="The real model instead of the free scorer (hotpath).")
     bench.add_argument("--dry-run", action="store_true", help="Every step on the CPU, small sizes (gpu).")
+    bench.add_argument(
+        "--compare-env", default=None, help="KEY=VALUE[,…]: also run each measurement with these settings (hotpath)."
+    )
     bench.add_argument("--kills", type=int, default=None, help="Worker SIGKILLs during the stream (faults).")
     bench.add_argument(
         "--scenarios", default=None, help="Comma-separated subset of kill,poison,codecs (faults; default all)."

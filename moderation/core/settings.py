@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     llm_review_topic: str = Field(
         "moderation.llm-review", description="Uncertain posts with text, scores and the trigger that fired."
     )
+    action_topics: bool = Field(
+        True,
+        description="Also write each decision with its post to the topic of its action (allowed / review / "
+        "blocked); off: moderation.decisions (no text) is the only per-post record — consumers already have "
+        "the post by its id. Costs ~1 record per post (BENCHMARKS.md).",
+    )
     dlq_topic: str = Field("moderation.dlq", description="Undecodable input, original bytes + error headers.")
     topic_partitions: int = Field(4, ge=1, description="Partitions used when the worker creates its topics.")
 

@@ -32,6 +32,7 @@ class Topics:
     blocked: str
     llm_review: str
     dlq: str
+    per_action: bool = True  # also write each decision, with its post, to the topic of its action
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -42,6 +43,7 @@ class Topics:
             blocked=s.blocked_topic,
             llm_review=s.llm_review_topic,
             dlq=s.dlq_topic,
+            per_action=s.action_topics,
         )
 
     def for_action(self, action: str) -> str:
@@ -202,15 +204,16 @@ def moderated_records(
     headers: Headers = [("action", item.decision.action.encode())]
     try:
         audit = decision_document(item, model, worker_id)
-        out = [
-            OutRecord(topics.decisions, key, orjson.dumps(audit), headers),
-            OutRecord(
-                topics.for_action(item.decision.action),
-                key,
-                orjson.dumps({**audit, "post": post_document(item)}),
-                headers,
-            ),
-        ]
+        out = [OutRecord(topics.decisions, key, orjson.dumps(audit), headers)]
+        if topics.per_action:
+            out.append(
+                OutRecord(
+                    topics.for_action(item.decision.action),
+                    key,
+                    orjson.dumps({**audit, "post": post_document(item)}),
+                    headers,
+                )
+            )
         if item.decision.escalate:
             trig = [("triggers", ",".join(item.decision.triggers).encode())]
             out.append(

@@ -118,3 +118,12 @@ def test_iso_ms_never_raises() -> None:
 def test_iso_ms_is_exact_rfc3339_utc(epoch_ms: int) -> None:
     exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
     assert iso_ms(epoch_ms) == exact.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_without_action_topics_a_post_is_one_audit_record() -> None:
+    result = BatchResult(moderated=[moderated("a", 0.01), moderated("c", 0.6)])
+    lean = Topics("dec", "ok", "rev", "blk", "llm", "dlq", per_action=False)
+    by_topic: dict[str, list[bytes]] = {}
+    for r in records_for(result, lean, MODEL, "w1"):
+        by_topic.setdefault(r.topic, []).append(r.key or b"")
+    assert by_topic == {"dec": [b"a", b"c"], "llm": [b"c"]}  # escalations still reach the LLM reviewer

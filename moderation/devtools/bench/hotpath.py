@@ -51,6 +51,7 @@ async def measure(
     baseline: Path | None,
     rounds: int,
     kind: str = FREE,
+    compare_env: dict[str, str] | None = None,
 ) -> list[Throughput]:
     """Every combination, ``rounds`` times; with a baseline checkout, baseline and current alternate so that
     both see the same machine (load from other processes drifts over minutes)."""
@@ -61,6 +62,9 @@ async def measure(
                 if baseline is not None:
                     out.append(await bench.throughput(kind, b, n, processes=p, source=baseline, code="baseline"))
                 out.append(await bench.throughput(kind, b, n, processes=p))
+                if compare_env:
+                    label = ",".join(f"{k}={v}" for k, v in compare_env.items())
+                    out.append(await bench.throughput(kind, b, n, processes=p, code=label, env=compare_env))
     return out
 
 
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     baseline = Path(args.baseline).resolve() if getattr(args, "baseline", None) else None
     rounds = int(getattr(args, "rounds", None) or 1)
     kind = SHIPPED if getattr(args, "model", False) else FREE
+    pairs = (getattr(args, "compare_env", None) or "").split(",")
+    compare_env = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
     if baseline is not None and not (baseline / "moderation" / "devtools" / "bench" / "free.py").is_file():
         raise ConfigError(f"--baseline {baseline}: not a checkout of this project with the free-scorer worker")
     if n < 10 or min(batches) < 1 or min(processes) < 1:
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         bench = Bench(settings, bootstrap, Path(tmp), texts, progress)
         try:
-            results = asyncio.run(measure(bench, n, batches, processes, baseline, rounds, kind))
+            results = asyncio.run(measure(bench, n, batches, processes, baseline, rounds, kind, compare_env))
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(bench.delete_topics())

@@ -237,9 +237,15 @@ class Bench:
         return env
 
     def _start(
-        self, kind: str, topics: Mapping[str, str], max_batch: int | None, slot: int = 0, source: Path | None = None
+        self,
+        kind: str,
+        topics: Mapping[str, str],
+        max_batch: int | None,
+        slot: int = 0,
+        source: Path | None = None,
+        env_override: Mapping[str, str] | None = None,
     ) -> Worker:
-        env = self._env(topics, max_batch)
+        env = {**self._env(topics, max_batch), **(env_override or {})}
         log = self.workdir / f"{topics['posts']}-{slot}.log"
         if kind == SHIPPED:
             return WorkerProcess(f"bench-{kind}-{slot}", env, log, source=source)
@@ -278,6 +284,7 @@ class Bench:
         processes: int = 1,
         source: Path | None = None,
         code: str = "current",
+        env: Mapping[str, str] | None = None,
     ) -> Throughput:
         """Sustained posts/s of ``processes`` workers of ``kind`` on a pre-filled topic; ``source``: run the
         worker of another checkout (``code`` names it in the results) to compare against in the same run."""
@@ -299,7 +306,7 @@ class Bench:
         observer = await self._observer(topics["decisions"])
         self.progress.update(task, description=f"throughput: {what}: starting")
         started = time.monotonic()
-        workers = [self._start(kind, topics, max_batch, slot, source) for slot in range(processes)]
+        workers = [self._start(kind, topics, max_batch, slot, source, env) for slot in range(processes)]
         first_at: float | None = None
         stamps: dict[bytes, int] = {}
         duplicates = 0
