@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-eval \
-	bench bench-engine bench-gpu bench-gpu-dry faults loadtest k8s clean
+	bench bench-engine bench-gpu bench-gpu-dry gpu-carry faults loadtest k8s clean
 
 help: ## Show the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -76,11 +76,16 @@ bench: setup ## End-to-end benchmark through the real broker: shipped worker vs 
 bench-engine: setup ## The inference engine alone on CPU (int8 vs fp32, by batch size).
 	$(BIN)/moderation bench engine --out bench-results/engine.json
 
-bench-gpu: setup ## On an NVIDIA GPU: probe, fp16 engine sweep, workers end to end (1, 2 processes) -> JSON; refuses without CUDA.
-	$(BIN)/moderation bench gpu --processes 1,2 --out bench-results/gpu.json
+# The GPU machine may have no registry and no venv: the script brings the carried wheelhouse (gpu-carry).
+GPU_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+bench-gpu: ## On an NVIDIA GPU: probe, bring what is missing, fp16 engine sweep, workers end to end (1, 2 processes) -> JSON.
+	PYTHON=$(GPU_PYTHON) bash deploy/tools/gpu-bench.sh bench-results
 
 bench-gpu-dry: setup ## The same script on the CPU (int8, small sizes): proves it runs before GPU minutes are spent.
-	$(BIN)/moderation bench gpu --dry-run --processes 1,2 --out bench-results/gpu-dry.json
+	PYTHON=$(BIN)/python bash deploy/tools/gpu-bench.sh --dry-run bench-results
+
+gpu-carry: setup ## Pack the wheelhouse a registry-less GPU machine needs (Python 3.12, onnxruntime-gpu) as .gpu-carry/part-*.
+	PYTHON=$(BIN)/python bash deploy/tools/gpu-carry.sh
 
 faults: setup ## Fault suite on a private broker: kill -9 x5 + broker restart in 30k posts, poison corpus, 4 codecs -> RELIABILITY.md.
 	$(BIN)/moderation bench faults --out bench-results/faults.json --report RELIABILITY.md
