@@ -7,8 +7,9 @@
 # 2. bring what is missing: when this Python cannot import the project's dependencies, install the
 #    wheelhouse carried as .gpu-carry/part-* (deploy/tools/gpu-carry.sh) into .gpu-site/ — no network;
 # 3. run `moderation bench gpu --processes 1,2` (probe + fp16 engine + workers end to end through a local
-#    broker) with torch imported first when it is present, so the CUDA libraries it ships are loaded for
-#    onnxruntime-gpu; JSON into OUT_DIR (default bench-results/). --dry-run does every step on the CPU.
+#    broker) with the pip-installed NVIDIA libraries (those torch's wheels bring) on LD_LIBRARY_PATH, so
+#    onnxruntime-gpu finds CUDA in this process and in every worker it starts — without importing torch;
+#    JSON into OUT_DIR (default bench-results/). --dry-run does every step on the CPU.
 # The end-to-end step needs Java 17+ and the Kafka jars (~/.cache/moderation/kafka, or Maven Central);
 # without them it fails with a message saying so, after the engine numbers were written.
 set -euo pipefail
@@ -22,8 +23,7 @@ mkdir -p "$OUT_DIR"
 say() { echo "gpu-bench: $*"; }
 say "python: $("$PY" --version 2>&1); java: $(java -version 2>&1 | head -n 1 || echo none)"
 say "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo none)"
-TORCH="$("$PY" -c 'import torch; print(torch.__version__, "cuda" if torch.cuda.is_available() else "no-cuda")' 2>/dev/null || echo none)"
-say "torch: $TORCH"
+say "torch: $("$PY" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || echo none)"
 
 deps_ok() { "$PY" -c "import faust, aiokafka, onnxruntime, tokenizers, orjson, pydantic_settings, structlog" 2>/dev/null; }
 if ! PYTHONPATH="$PWD/.gpu-site:$PWD" deps_ok; then
@@ -42,8 +42,10 @@ fi
 export PYTHONPATH="$PWD/.gpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 say "onnxruntime providers: $("$PY" -c 'import onnxruntime as o; print(o.get_available_providers())')"
 
-PRELOAD=""
-[[ "$TORCH" != none ]] && PRELOAD="import torch; "
+NVIDIA_LIBS="$("$PY" -c 'from moderation.devtools.bench.gpu import nvidia_library_dirs as d; print(":".join(d()))')"
+if [[ -n "$NVIDIA_LIBS" ]]; then
+    export LD_LIBRARY_PATH="$NVIDIA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "CUDA libraries from pip packages on LD_LIBRARY_PATH: $NVIDIA_LIBS"
+fi
 NAME="gpu"; [[ -n "$DRY" ]] && NAME="gpu-dry"
-"$PY" -c "${PRELOAD}import sys; from moderation.cli import main; sys.exit(main(sys.argv[1:]))" \
-    bench gpu $DRY --processes 1,2 --out "$OUT_DIR/$NAME.json"
+"$PY" -m moderation bench gpu $DRY --processes 1,2 --out "$OUT_DIR/$NAME.json"

@@ -1,6 +1,6 @@
 """``moderation bench gpu``: what a GPU machine gives, in one short run that writes JSON.
 
-1. **Probe**: what the machine has (Python, onnxruntime and its providers, torch and CUDA, the NVIDIA
+1. **Probe**: what the machine has (Python, onnxruntime and its providers, torch and its CUDA libraries, the NVIDIA
    driver, CUDA libraries, Java and the cached Kafka jars), recorded first so a failed run still says why.
 2. **Engine**: the fp16 engine alone on CUDA, batch size (1 … 4096) × length bucket × IOBinding on/off
    on pre-tokenized inputs (the GPU's numbers, not the tokenizer's), plus texts → scores per batch size
@@ -17,6 +17,7 @@ machine's scarce minutes are spent on it; its numbers are not GPU numbers and sa
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -105,6 +106,22 @@ def settings_cache_dir() -> Path:
     return Path(os.environ.get("MODERATION_CACHE_DIR", Path.home() / ".cache" / "moderation"))
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def nvidia_library_dirs() -> list[str]:
+    """The ``lib`` folders of the pip-installed NVIDIA runtime packages (``nvidia-cuda-runtime-cu12`` …,
+    as torch's wheels bring them): what onnxruntime-gpu needs on ``LD_LIBRARY_PATH`` when the machine has
+    no system CUDA. Found without importing anything (``deploy/tools/gpu-bench.sh`` exports them)."""
+    spec = importlib.util.find_spec("nvidia")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    return sorted(str(lib) for root in roots for lib in Path(root).glob("*/lib") if lib.is_dir())
+
+
 def probe() -> dict[str, Any]:
     """What this machine has, for the report (and to say why a real run cannot start)."""
     import onnxruntime as ort
@@ -117,15 +134,9 @@ def probe() -> dict[str, Any]:
         "onnxruntime_providers": ort.get_available_providers(),
         "nvidia_smi": _command(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]),
         "java": _command(["java", "-version"]),
-        "torch": None,
+        "torch": _installed_version("torch"),  # reported, never imported: only its CUDA libraries matter here
+        "nvidia_cuda_libraries": nvidia_library_dirs(),
     }
-    if importlib.util.find_spec("torch") is not None:  # build-time tooling; loading it also loads CUDA libraries
-        try:
-            import torch
-
-            facts["torch"] = {"version": torch.__version__, "cuda": torch.cuda.is_available()}
-        except Exception as exc:  # a broken install is a fact worth reporting, not a crash
-            facts["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
     libs = _command(["sh", "-c", "ldconfig -p | grep -Eo 'lib(cudart|cublas|cudnn)[^ ]*' | sort -u | tr '\\n' ' '"])
     facts["cuda_libraries"] = libs.split() if libs else []
     kafka_cache = settings_cache_dir() / "kafka"
