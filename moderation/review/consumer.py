@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError
 
 from moderation.core.errors import BrokerError, ModerationError
@@ -37,6 +37,7 @@ from moderation.worker import security
 from moderation.worker.app import default_worker_id, ensure_topics
 from moderation.worker.cli import retry_broker
 from moderation.worker.http import build_http_app, start_http
+from moderation.worker.metrics import LagGauge
 
 log = structlog.get_logger("moderation.llm_review")  # lazy: bound at first use, after configure_logging
 
@@ -116,6 +117,7 @@ async def consume(settings: Settings, metrics: LLMReviewMetrics, state: ReviewSt
     await producer.start()
     await consumer.start()
     state.consumer, state.running = consumer, True
+    lag = LagGauge(metrics.consumer_lag)
     try:
         async with aiohttp.ClientSession() as session:
             client = LLMClient(settings, session, metrics)
@@ -134,35 +136,18 @@ async def consume(settings: Settings, metrics: LLMReviewMetrics, state: ReviewSt
                 await asyncio.gather(*futures)
                 for doc in results:
                     metrics.verdicts.labels(doc["kind"], doc["action"] or doc["reason"]).inc()
-                offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
-                for r in records:  # the highest offset per partition
-                    tp = TopicPartition(r.topic, r.partition)
-                    offsets[tp] = max(offsets[tp], r.offset + 1)
+                offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs}  # in offset order
                 try:
                     await consumer.commit(offsets)
                 except CommitFailedError as exc:  # partitions moved during the poll: the new owner asks again
                     log.warning("commit_failed", error=str(exc), records=len(records))
-                await report_lag(consumer, metrics)
+                await lag.report(consumer)
     finally:
         state.running = False
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), 15)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), 15)
-
-
-async def report_lag(consumer: AIOKafkaConsumer, metrics: LLMReviewMetrics) -> None:
-    """Lag per held partition: what the autoscaler scales this consumer on."""
-    for tp in consumer.assignment():
-        end = consumer.highwater(tp)
-        if end is None:
-            continue
-        try:
-            position = await asyncio.wait_for(consumer.position(tp), 1.0)
-        except Exception:  # lag is a gauge: a missed update is not worth a failure
-            continue
-        else:
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
 
 
 def run(args: argparse.Namespace | None = None) -> int:

@@ -29,7 +29,7 @@ from moderation.core.logs import get_logger, repeat_suppressor
 from moderation.core.settings import Settings
 from moderation.pipeline.policy import PolicyStore
 from moderation.worker.consume import OffsetCommitter, SettleBeforeRebalance, consume, make_consumer
-from moderation.worker.metrics import WorkerMetrics
+from moderation.worker.metrics import LagGauge, WorkerMetrics
 from moderation.worker.produce import Writer
 from moderation.worker.security import check_auth, client_kwargs
 from moderation.worker.service import ModerationService
@@ -184,36 +184,15 @@ def create_app(
     async def reload_policy() -> None:
         check_policy(policies, metrics, log)
 
-    lag_series: set[tuple[str, str]] = set()
+    lag = LagGauge(metrics.consumer_lag)
 
     @app.timer(5.0)
     async def report_lag() -> None:
         suppressor = repeat_suppressor()
         if suppressor is not None:
             suppressor.flush(log.warning)
-        consumer, committer = inputs.consumer, inputs.committer
-        if consumer is None or committer is None:
-            return
-        held = set()
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            # lag as KEDA sees it: log end − committed offset (fetch position until the first commit)
-            committed = committer.committed.get(tp)
-            try:
-                position = committed if committed is not None else await consumer.position(tp)
-            except Exception:  # lag is a gauge: a missed update is not worth a failure
-                continue
-            if highwater is not None and position is not None:
-                labels = (tp.topic, str(tp.partition))
-                metrics.consumer_lag.labels(*labels).set(max(0, highwater - position))
-                held.add(labels)
-        # a partition that moved to another worker is reported by that worker now: drop our stale series,
-        # or summing lag over the fleet would count it twice
-        for labels in lag_series - held:
-            with contextlib.suppress(KeyError):
-                metrics.consumer_lag.remove(*labels)
-        lag_series.clear()
-        lag_series.update(held)
+        if inputs.consumer is not None and inputs.committer is not None:
+            await lag.report(inputs.consumer, inputs.committer.committed)
 
     service.readiness.partitions = lambda: inputs.assigned(settings.input_topic)
     service.readiness.stalled = service.stalled_for

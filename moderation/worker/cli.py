@@ -107,22 +107,12 @@ def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> in
         instance_id, slot_lock = group_instance_id(
             settings.group_instance_id, settings.worker_id, settings.group_id, settings.cache_dir / "slots"
         )
+        producer = loop.run_until_complete(_start_producer(settings, log))
     except (ModerationError, RuntimeError) as exc:
         code = EXIT_BROKER if isinstance(exc, BrokerError) else EXIT_CONFIG
         log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__, exit_code=code)
         loop.run_until_complete(runner.cleanup())
         return code
-    async def start_producer() -> AIOKafkaProducer:
-        producer = make_producer(settings)  # aiokafka binds a client to the running loop
-        await retry_broker(producer.start, settings, log)
-        return producer
-
-    try:
-        producer = loop.run_until_complete(start_producer())
-    except ModerationError as exc:
-        log.critical("startup_failed", error=str(exc), error_type=type(exc).__name__, exit_code=EXIT_BROKER)
-        loop.run_until_complete(runner.cleanup())
-        return EXIT_BROKER
     readiness.models_loaded, readiness.provider = True, service.model_info["provider"]
     inputs = Input()
     app = create_app(
@@ -164,6 +154,12 @@ def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> in
         code = EXIT_FATAL
     log.info("stopped", exit_code=code, batches=service.batches)
     return code
+
+
+async def _start_producer(settings: Settings, log: Any) -> AIOKafkaProducer:
+    producer = make_producer(settings)  # aiokafka binds a client to the running loop: create it inside it
+    await retry_broker(producer.start, settings, log)
+    return producer
 
 
 async def retry_broker(

@@ -6,6 +6,8 @@ end-to-end latency at the 50k posts/hour floor is dominated by ``max_wait_ms``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,37 @@ from prometheus_client.registry import Collector
 from moderation.models.manifest import has_file, load_manifest, verify_file
 from moderation.pipeline.batch import BatchResult
 from moderation.worker.drift import REFERENCE_NAME, DriftTracker, Reference
+
+
+class LagGauge:
+    """Consumer lag per held partition, as the autoscaler sees it (log end − committed offset; the fetch
+    position until the first commit). A partition that moved to another member is reported by that
+    member now, so its series is dropped here: summing lag over a fleet must not count it twice."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self.series: set[tuple[str, str]] = set()
+
+    async def report(self, consumer: Any, committed: Mapping[Any, int] | None = None) -> None:
+        held: set[tuple[str, str]] = set()
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            position = (committed or {}).get(tp)
+            if position is None:
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
+                except Exception:  # lag is a gauge: a missed update is not worth a failure
+                    continue
+            labels = (tp.topic, str(tp.partition))
+            self.gauge.labels(*labels).set(max(0, end - position))
+            held.add(labels)
+        for labels in self.series - held:
+            with contextlib.suppress(KeyError):
+                self.gauge.remove(*labels)
+        self.series = held
+
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

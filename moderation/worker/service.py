@@ -52,7 +52,6 @@ class ModerationService:
         self.batch_timeout_s = batch_timeout_s
         self.max_record_bytes = max_record_bytes
         self.batch_started: float | None = None  # monotonic start of the batch in flight
-        self.last_batch_done: float | None = None
         self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="ort")
         self.log = get_logger("moderation.worker", worker_id=worker_id)
         self.batches = 0
@@ -76,7 +75,6 @@ class ModerationService:
         finally:
             self.metrics.in_flight.set(0)
             self.batch_started = None
-            self.last_batch_done = time.monotonic()
             self.idle.set()
 
     def stalled_for(self, now: float | None = None) -> float:
