@@ -274,13 +274,8 @@ def end_to_end_workers(
     """Sustained posts/s of real worker processes (the given model variant and providers) through a local
     broker, for each process count; the same measurement as ``make bench``'s shipped worker."""
     import asyncio
-    import contextlib
-    import tempfile
 
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-    from moderation.devtools.bench.pipeline import SHIPPED, Bench, distinct_posts
-    from moderation.devtools.launch import kafka_broker
+    from moderation.devtools.bench.pipeline import SHIPPED, Bench, bench_session, distinct_posts
 
     tokenizer = OnnxEngine.from_settings(settings, providers=[CPU]).tokenizer
     texts = distinct_posts(tokenizer, n)
@@ -288,16 +283,5 @@ def end_to_end_workers(
     async def measure(bench: Bench) -> list[dict[str, Any]]:
         return [asdict(await bench.throughput(SHIPPED, max_batch, n, processes=p)) for p in processes]
 
-    with (
-        kafka_broker(settings, console) as bootstrap,
-        tempfile.TemporaryDirectory(prefix="moderation-gpu-e2e-") as tmp,
-        Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress,
-    ):
-        bench = Bench(settings, bootstrap, Path(tmp), texts, progress, extra_env=worker_env)
-        try:
-            return asyncio.run(measure(bench))
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run(bench.delete_topics())
+    with bench_session(settings, console, texts, extra_env=worker_env) as bench:
+        return asyncio.run(measure(bench))

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from moderation.core.errors import ConfigError
@@ -32,10 +29,10 @@ from moderation.devtools.bench.pipeline import (
     SHIPPED,
     Bench,
     Throughput,
+    bench_session,
     distinct_posts,
     machine,
 )
-from moderation.devtools.launch import kafka_broker
 from moderation.pipeline.infer import OnnxEngine
 
 
@@ -88,19 +85,8 @@ def run(args: argparse.Namespace) -> int:
     env = machine(settings, engine)
     texts = distinct_posts(engine.tokenizer, n)
     del engine
-    with (
-        kafka_broker(settings, console) as bootstrap,
-        tempfile.TemporaryDirectory(prefix="moderation-hotpath-") as tmp,
-        Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress,
-    ):
-        bench = Bench(settings, bootstrap, Path(tmp), texts, progress)
-        try:
-            results = asyncio.run(measure(bench, n, batches, processes, baseline, rounds, kind, compare_env))
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run(bench.delete_topics())
+    with bench_session(settings, console, texts) as bench:
+        results = asyncio.run(measure(bench, n, batches, processes, baseline, rounds, kind, compare_env))
     what = "Real model" if kind == SHIPPED else "Free scorer"
     table = Table(title=f"{what}, end to end through Kafka ({n} posts per run, commit {env['git_commit']})")
     for col in ("code", "processes", "max_batch", "posts/s", "decided", "duplicates"):

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -690,6 +690,27 @@ async def measure_all(
     }
 
 
+@contextlib.contextmanager
+def bench_session(
+    settings: Settings, console: Console, texts: Sequence[str], extra_env: Mapping[str, str] | None = None
+) -> Iterator[Bench]:
+    """A benchmark run's broker (reused, or started and stopped), scratch directory and progress display;
+    the topics it created are deleted at the end (best effort)."""
+    with (
+        kafka_broker(settings, console) as bootstrap,
+        tempfile.TemporaryDirectory(prefix="moderation-bench-") as tmp,
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress,
+    ):
+        bench = Bench(settings, bootstrap, Path(tmp), texts, progress, extra_env=extra_env)
+        try:
+            yield bench
+        finally:
+            with contextlib.suppress(Exception):
+                asyncio.run(bench.delete_topics())
+
+
 KEEP_MARKER = "<!-- sections below are measured by other commands; `make bench` keeps them -->"
 
 
@@ -738,24 +759,9 @@ def run(args: argparse.Namespace) -> int:
         f"[bold]moderation bench pipeline[/]: {n} posts per throughput run, latency runs of {seconds:g}s, "
         f"max_batch sweep {list(batches)}; model {env['model']} on {env['provider']}"
     )
-    with (
-        kafka_broker(settings, console) as bootstrap,
-        tempfile.TemporaryDirectory(prefix="moderation-bench-") as tmp,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
-    ):
-        bench = Bench(settings, bootstrap, Path(tmp), texts, progress)
-        try:
-            n_free = QUICK_FREE_POSTS if quick else DEFAULT_FREE_POSTS
-            measured = asyncio.run(measure_all(bench, n, seconds, batches, default_batch, n_free))
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run(bench.delete_topics())
+    with bench_session(settings, console, texts) as bench:
+        n_free = QUICK_FREE_POSTS if quick else DEFAULT_FREE_POSTS
+        measured = asyncio.run(measure_all(bench, n, seconds, batches, default_batch, n_free))
     result: dict[str, Any] = {
         "command": _command(args),
         "machine": env,
