@@ -137,6 +137,8 @@ def _check_context(context: dict[str, Any], max_bytes: int) -> ContextSummary | 
     A context over ``max_bytes`` stays available to the policy but is left out of every output record,
     which carries its size and SHA-256 instead: that keeps each record far below the broker's limit.
     """
+    if not context:  # most posts: nothing to measure
+        return None
     depth = nesting_depth(context, MAX_CONTEXT_DEPTH + 1)
     if depth > MAX_CONTEXT_DEPTH:
         raise InvalidSchema(f"field 'context' is nested more than {MAX_CONTEXT_DEPTH} levels deep")
