@@ -18,7 +18,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from moderation.core.errors import BrokerError, ModerationError
 
@@ -137,6 +139,10 @@ class WorkerProcess:
 
     def log_lines(self) -> list[bytes]:
         return [line for line in self.log_path.read_bytes().splitlines() if line.strip()]
+
+    def events(self) -> list[dict[str, Any]]:
+        """The worker's JSON log events, in order (lines that are not JSON objects are skipped)."""
+        return [orjson.loads(line) for line in self.log_lines() if line.startswith(b"{")]
 
     def terminate(self, timeout_s: float = 40) -> int:
         """SIGTERM, then wait; SIGKILL if it outlasts ``timeout_s`` (and return its code)."""

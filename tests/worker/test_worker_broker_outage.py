@@ -71,15 +71,11 @@ async def _setup(broker: Broker, tiny_model_dir: Path, tiny_policy_file: Path, w
 
 
 def _lines_between(worker: WorkerProcess, start: float, end: float) -> list[dict]:
-    out = []
-    for line in worker.log_lines():
-        if not line.startswith(b"{"):
-            continue
-        event = orjson.loads(line)
+    def at(event: dict) -> float:
         stamp = event.get("timestamp", "")
-        if stamp and start <= datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() <= end:
-            out.append(event)
-    return out
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else float("nan")
+
+    return [event for event in worker.events() if start <= at(event) <= end]
 
 
 async def test_idle_outage_logs_little_and_the_worker_resumes(
@@ -152,5 +148,5 @@ async def test_outage_mid_batch_fails_liveness_and_exits_promptly(
     # the batch timeout (4 s) plus the grace period (5 s) plus scheduling slack; it used to be 47-108 s
     assert exited < 4 + 5 + 6, f"exited {exited:.1f} s after the broker froze"
     assert saw_unhealthy, worker.log_tail()
-    names = [e.get("event") for e in (orjson.loads(line) for line in worker.log_lines() if line.startswith(b"{"))]
+    names = [e.get("event") for e in worker.events()]
     assert "batch_failed" in names

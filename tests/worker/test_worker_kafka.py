@@ -92,7 +92,7 @@ async def test_sigterm_finishes_batch_commits_and_exits_zero(deployment: Setup) 
     took = time.monotonic() - started
     assert code == 0, first.log_tail()
     assert took < 15 + 10, f"SIGTERM took {took:.1f}s"
-    events = [orjson.loads(line) for line in first.log_lines() if line.startswith(b"{")]
+    events = first.events()
     assert any(e.get("event") == "drained" for e in events), first.log_tail()
     await producing
     before = by_key(await read_topic(deployment.bootstrap, deployment.topic("decisions"), expect=0, idle_s=1))

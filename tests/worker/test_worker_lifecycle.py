@@ -15,12 +15,8 @@ from moderation.devtools.launch import free_port
 from tests.worker.harness import Setup, WorkerProcess, mixed_stream, post, produce, read_topic
 
 
-def events(worker: WorkerProcess) -> list[dict]:
-    return [orjson.loads(line) for line in worker.log_lines() if line.startswith(b"{")]
-
-
 def startup_failure(worker: WorkerProcess) -> dict:
-    return next(e for e in events(worker) if e.get("event") == "startup_failed")
+    return next(e for e in worker.events() if e.get("event") == "startup_failed")
 
 
 async def test_invalid_setting_exits_2_naming_the_variable(deployment: Setup) -> None:
@@ -52,7 +48,7 @@ async def test_unreachable_broker_is_retried_then_exit_3(deployment: Setup) -> N
     started = time.monotonic()
     assert await asyncio.to_thread(worker.proc.wait, 90) == 3
     took = time.monotonic() - started
-    retries = [e for e in events(worker) if e.get("event") == "broker_unreachable"]
+    retries = [e for e in worker.events() if e.get("event") == "broker_unreachable"]
     assert len(retries) >= 2, worker.log_tail()  # retried with backoff, not given up at once
     error = startup_failure(worker)["error"]
     assert dead in error and "MODERATION_BOOTSTRAP_SERVERS" in error

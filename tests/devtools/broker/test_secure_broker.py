@@ -139,10 +139,7 @@ async def test_wrong_password_fails_fast_with_a_clear_error(
             worker.kill()
     assert time.monotonic() - started < 30
     assert code == BAD_CREDENTIALS_EXIT, worker.log_tail()
-    failures = [
-        doc for doc in (orjson.loads(line) for line in worker.log_lines() if line.startswith(b"{"))
-        if doc.get("event") == "startup_failed"
-    ]  # fmt: skip
+    failures = [doc for doc in worker.events() if doc.get("event") == "startup_failed"]
     assert failures, worker.log_tail()
     error = failures[-1]["error"]
     assert "authentication failed for user alice (SCRAM-SHA-512)" in error
