@@ -83,6 +83,15 @@ class OffsetCommitter:
         self.pending.update(offsets)
         self._wanted.set()
 
+    async def keep_up(self) -> None:
+        """Backpressure: when a commit is still under way and newer offsets already wait for the next one,
+        wait for it before taking another batch. Without it a slow commit lets decided-but-uncommitted
+        posts (what a crash re-decides) pile up to many batches; with it they stay within the batch being
+        committed, the one waiting and the one in flight."""
+        if self._lock.locked() and self.pending:
+            async with self._lock:
+                pass
+
     async def run(self) -> None:
         while True:
             await self._wanted.wait()
@@ -149,3 +158,4 @@ async def consume(
             continue
         await service.handle(to_messages(batch, time.time_ns() // 1_000_000), writer)
         committer.request({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        await committer.keep_up()
