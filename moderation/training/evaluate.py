@@ -537,6 +537,7 @@ def run_eval(
     manifest_path = model_dir / MANIFEST_NAME
     if not manifest_path.exists():
         raise ModelError(f"no manifest at {manifest_path}; build the models first (`moderation models build`)")
+    M.require_sklearn()  # the metrics need the eval extra: say so before minutes of scoring
     if engine_factory is None:
         from moderation.pipeline.infer import CPU, OnnxEngine
 
