@@ -1,9 +1,11 @@
 """SYNTHETIC social-media comment spam (and a few hard-negative hams), generated from templates.
 
-The only real spam corpus we have is 2011 UK SMS spam; comment spam on a social platform looks
-different (channel pushes, follow-for-follow, crypto/giveaway scams, "DM me", promo codes). These
-texts are written by us, are marked ``synthetic`` wherever they are used, go to train/val only and
-never into any test split, so no reported metric is computed on them.
+Our real spam (2011 UK SMS, Instagram finance scams, crypto X posts) barely covers comment spam on a
+video platform (channel pushes, sub4sub, "listen to my beats"); these templates add it, alongside
+follow-for-follow, crypto/giveaway scams, "DM me" and promo codes, and hard-negative hams that talk
+about subscribing and channels without promoting anything. These texts are written by us, are marked
+``synthetic`` wherever they are used, go to train/val only and never into any test split (``load_corpus``
+also drops any that collide with a test text), so no reported metric is computed on them.
 
 Deterministic: ``generate()`` always returns the same list for the same ``seed``.
 """
@@ -51,6 +53,49 @@ SPAM_TEMPLATES: tuple[str, ...] = (
     "Limited offer: {product} {pct}% off, only {n} left!! {link}",
 )
 
+# Video-platform self-promotion: the comment spam our real data sets (SMS, finance scams, crypto X)
+# barely cover. With and without emoji, links and handles, so no single token gives it away.
+PROMO_TEMPLATES: tuple[str, ...] = (
+    "check out my channel {emoji}",
+    "Check out my channel, I post {vidtype} every {day}",
+    "check out my channel!! {vidtype} every week {emoji}{emoji}",
+    "subscribe to me pls {emoji}",
+    "Subscribe to my channel, I'm trying to hit {n}k subs {emoji}",
+    "pls subscribe to my channel i'm only at {small_n} subscribers",
+    "sub4sub? {emoji}",
+    "sub4sub anyone?? comment done when you subbed and i'll sub back",
+    "Sub 4 sub!! I always sub back {emoji}",
+    "anyone wanna do sub for sub? reply and I'll sub back",
+    "I make beats, listen on my page {emoji}",
+    "i make {genre} beats, go listen on my page and tell me what u think",
+    "I'm an upcoming {genre} artist, my new track is on my channel {emoji} {link}",
+    "new {genre} song out now on my channel!! go stream it {emoji}",
+    "watch my latest vlog {emoji}",
+    "Watch my latest vlog, it's about {vlog_topic} {emoji} {link}",
+    "just dropped a new vlog about {vlog_topic}, link on my profile",
+    "first! visit my channel {emoji}",
+    "FIRST!!! now go visit my channel {emoji}",
+    "first comment! while you're here check out my channel",
+    "If you liked this video you'll love my channel {emoji}",
+    "Nice video! Can you check out my channel too? I do {vidtype}",
+    "Great vid bro, I make similar {vidtype} on my channel, come check it out {emoji}",
+    "Hey guys I just started a {vidtype} channel, would mean a lot if you subscribed {emoji}",
+    "Who's watching in {year}? Also pls sub to my channel {emoji}",
+    "Road to {n}k subs, help me out by subscribing {emoji}",
+    "I'm giving away {prize} when I hit {n}k subscribers, subscribe to enter {emoji}",
+    "Click my profile picture for {vidtype} {emoji}",
+    "Don't read my name {emoji}",
+    "don't look at my name, it's a {vidtype} channel {emoji}",
+    "Anyone who likes this comment and subscribes gets a shoutout on my channel {emoji}",
+    "Promote your channel here {emoji} sub to everyone who replies",
+    "Can I get {small_n} subs before the end of the day? {emoji}",
+    "my {vidtype} channel needs some love, go subscribe {link}",
+    "Listen to my new mixtape on {platform} {emoji} {link}",
+    "follow me on {platform} for more {vidtype} {emoji} @{handle}",
+    "Love this! I upload {vidtype} daily, you might like my channel {emoji}",
+    "Hey, I made a reaction video to this, go watch it on my channel {emoji}",
+)
+
 HAM_TEMPLATES: tuple[str, ...] = (
     "Just read this article about {topic}, really interesting: {link}",
     "Does anyone know a good {product} shop near {city}? Mine closed down",
@@ -66,6 +111,40 @@ HAM_TEMPLATES: tuple[str, ...] = (
     "Our bakery is open again after the holidays, come say hi {emoji}",
     "Lost my keys somewhere near {city} station, if anyone finds them please let me know",
     "New episode of our {topic} podcast is up, thanks for listening everyone",
+)
+
+# Genuine comments that mention subscribing, channels and videos: the hard negatives for PROMO_TEMPLATES.
+VIDEO_HAM_TEMPLATES: tuple[str, ...] = (
+    "great video, just subscribed {emoji}",
+    "Great video! Just subscribed, keep it up",
+    "what camera do you use for your channel?",
+    "What mic do you use? The audio on your channel is always so clean",
+    "the part at {ts} made me laugh {emoji}",
+    "{ts} had me dying {emoji}",
+    "The explanation at {ts} finally made it click for me, thank you",
+    "been subscribed since {year} and this is still my favourite channel",
+    "I subscribed after your {vlog_topic} video and never regretted it",
+    "Your channel helped me so much with {vlog_topic}, thank you",
+    "Can you make a video about {vlog_topic} next?",
+    "Who else is watching this in {year}? {emoji}",
+    "This channel deserves way more subscribers",
+    "How do you edit your videos? They look amazing",
+    "I showed this video to my {relative} and now they're subscribed too {emoji}",
+    "The {genre} beat in the background at {ts} is so good, what's it called?",
+    "Thanks for the shoutout at {ts}!! made my day",
+    "I never comment but this video was really good",
+    "Love your vlogs, the one about {vlog_topic} was the best",
+    "unsubscribed? no way, this is the best channel on {platform}",
+    "Came here from your {vlog_topic} video, great stuff {emoji}",
+    "I was about to unsubscribe but this video changed my mind lol",
+    "first time watching your channel, the editing is great",
+    "Sub count went up so fast this year, congrats on {n}k {emoji}",
+    "why does this video only have {small_n} views, it's so good",
+    "Who's here after the {vlog_topic} video?",
+    "ngl the ending at {ts} got me {emoji}",
+    "I've watched this video {small_n} times and it's still funny",
+    "Is the link to the {product} in the description? Can't find it",
+    "just subscribed, hope you make more {vidtype}",
 )
 
 FILL: dict[str, tuple[str, ...]] = {
@@ -102,6 +181,21 @@ FILL: dict[str, tuple[str, ...]] = {
     "small": ("0.1", "0.5", "1"),
     "big": ("1", "2", "5", "10"),
     "pct": ("30", "50", "70", "90"),
+    "vidtype": (
+        "gaming videos", "Minecraft builds", "cooking videos", "makeup tutorials", "reaction videos",
+        "vlogs", "guitar covers", "shorts", "Fortnite montages", "study with me videos", "drawing timelapses",
+    ),
+    "genre": ("trap", "drill", "lofi", "hip hop", "rap", "R&B", "EDM", "afrobeats"),
+    "vlog_topic": (
+        "my trip to Japan", "moving out", "a day in my life", "my morning routine", "budget travel",
+        "learning to skate", "my first apartment", "camping in the rain", "sourdough baking",
+    ),
+    "platform": ("YouTube", "TikTok", "Twitch", "SoundCloud", "Spotify", "Instagram"),
+    "day": ("day", "Monday", "weekend", "Friday"),
+    "year": ("2024", "2025", "2026"),
+    "small_n": ("10", "12", "20", "37", "50", "100"),
+    "ts": ("3:20", "1:45", "0:58", "7:12", "12:03", "4:30", "10:15"),
+    "relative": ("mum", "dad", "little brother", "sister", "grandma"),
 }
 
 
@@ -127,18 +221,35 @@ def _vary(text: str, rng: random.Random) -> str:
     return text
 
 
-def generate(n_spam: int = 1500, n_ham: int = 300, seed: int = 13) -> list[tuple[str, str]]:
-    """``(text, "spam" | "ham")`` pairs; duplicates removed, order fixed by ``seed``."""
+def _key(text: str) -> str:
+    """Texts that differ only in case, digits or punctuation count as one (the split and dedupe key)."""
+    from moderation.training.data import dedupe_key
+
+    return dedupe_key(text)
+
+
+def generate(n_spam: int = 1500, n_ham: int = 500, seed: int = 13) -> list[tuple[str, str]]:
+    """``(text, "spam" | "ham")`` pairs; near-duplicates removed, order fixed by ``seed``.
+
+    Spam is drawn from SPAM_TEMPLATES and PROMO_TEMPLATES (video self-promotion) alike, ham from
+    HAM_TEMPLATES and VIDEO_HAM_TEMPLATES (genuine comments about subscribing/channels/videos) alike.
+    """
     rng = random.Random(seed)
     seen: set[str] = set()
     out: list[tuple[str, str]] = []
-    for templates, label, count in ((SPAM_TEMPLATES, "spam", n_spam), (HAM_TEMPLATES, "ham", n_ham)):
+    kinds = (
+        (SPAM_TEMPLATES, PROMO_TEMPLATES, "spam", n_spam),
+        (HAM_TEMPLATES, VIDEO_HAM_TEMPLATES, "ham", n_ham),
+    )
+    for first, second, label, count in kinds:
         made, tries = 0, 0
         while made < count and tries < count * 20:
             tries += 1
+            templates = first if rng.random() < 0.5 else second
             text = _vary(_fill(rng.choice(templates), rng), rng)
-            if text not in seen:
-                seen.add(text)
+            key = _key(text)
+            if key not in seen:
+                seen.add(key)
                 out.append((text, label))
                 made += 1
     return out
