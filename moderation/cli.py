@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="Build, verify and evaluate the three SLMs.")
     models.add_argument(
-        "action", choices=["build", "eval", "verify", "info", "fp16", "reference", "feedback", "loso"]
+        "action", choices=["build", "eval", "verify", "info", "fp16", "reference", "feedback", "loso", "bands"]
     )
     models.add_argument("--data-dir", default="../shared/data", help="Labelled data sets (build/eval).")
     models.add_argument("--out", default=None, help="Artifact directory (default: the packaged models).")
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--accurate-out", default=None, help="build: where the teacher goes as the accurate variant "
         "(default build/models/moderation-e5-accurate)."
+    )
+    models.add_argument(
+        "--targets",
+        default="0.02,0.05,0.10",
+        help="bands: escalation targets to fit review bands for (shares of traffic, comma separated).",
     )
     models.add_argument("--posts", default=None, help="reference: JSON lines of real traffic.")
     models.add_argument("--synthetic", type=int, default=2000, help="reference: synthetic posts in the default mix.")

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     def _mechanism_case(cls, value: Any) -> Any:
         return value.strip().upper().replace("_", "-") if isinstance(value, str) else value  # scram_sha_512 ok
 
-    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", "escalation_target", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -184,6 +184,16 @@ class Settings(BaseSettings):
         DEFAULT_POLICY_FILE, description="Versioned YAML policy (thresholds, triggers)."
     )
     policy_reload_s: float = Field(5.0, gt=0, description="How often the policy file is checked for changes.")
+    escalation_target: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Share of traffic to escalate, e.g. 0.05: the review/block thresholds (per label, and per "
+        "category override the band names) become the band the model's manifest fitted for this target on the "
+        "calibration split (`review_bands`, written by `moderation models bands`); escalation triggers stay as the "
+        "policy file says. Unset: the policy file's thresholds. A target the manifest has no band for stops "
+        "start-up (exit 2).",
+    )
 
     # --- Review tier (moderation/review: the LLM-review consumer and the reviewer console) ------------
     verdicts_topic: str = Field(

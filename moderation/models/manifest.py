@@ -68,6 +68,9 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry]
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     default_thresholds: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # escalation target ("0.05") → "task.label" or "category/task.label" → {"review": r, "block": b}: review
+    # bands fitted on the calibration split (`moderation models bands`); MODERATION_ESCALATION_TARGET picks one
+    review_bands: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_sources: list[dict[str, Any]] = Field(default_factory=list)
     built_at: str = ""

@@ -9,6 +9,7 @@ policy when the file changes (or on SIGHUP) and keeps the old one if the new fil
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -18,7 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from moderation.core.errors import PolicyError
+from moderation.core.errors import ConfigError, PolicyError
+from moderation.core.settings import Settings
 from moderation.pipeline.records import Action, Decision, Post, Scores
 
 TRIGGERS = ("low_confidence", "multi_factor", "high_stakes", "novel_input")
@@ -280,12 +282,31 @@ def more_severe(a: Action, b: Action) -> bool:
 class PolicyStore:
     """The policy in force, swapped atomically when its file changes; invalid files are refused."""
 
-    def __init__(self, path: Path, *, available_labels: Mapping[str, Iterable[str]] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        available_labels: Mapping[str, Iterable[str]] | None = None,
+        band: tuple[float, Mapping[str, Thresholds]] | None = None,
+    ) -> None:
         self.path = path
         self._available = available_labels
+        self._band = band  # (escalation target, fitted thresholds): applied to every version of the file
         self._lock = threading.Lock()
         self._digest = ""
         self._policy = self._load()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, available_labels: Mapping[str, Iterable[str]]) -> PolicyStore:
+        """The policy file, with the model's fitted review band when MODERATION_ESCALATION_TARGET is set."""
+        band = None
+        if settings.escalation_target is not None:
+            from moderation.models.manifest import MANIFEST_NAME, load_manifest
+
+            bands = load_manifest(settings.model_dir).review_bands
+            source = str(settings.model_dir / MANIFEST_NAME)
+            band = (settings.escalation_target, review_band(bands, settings.escalation_target, source=source))
+        return cls(settings.policy_file, available_labels=available_labels, band=band)
 
     @property
     def policy(self) -> Policy:
@@ -297,6 +318,8 @@ class PolicyStore:
         except OSError as exc:
             raise PolicyError(f"cannot read policy file {self.path}: {exc.strerror}") from None
         policy = parse_policy(raw.decode("utf-8", "replace"), source=str(self.path))
+        if self._band is not None:
+            policy = with_band(policy, self._band[1], self._band[0])
         if self._available is not None:
             policy.check_labels(self._available)
         self._digest = hashlib.sha256(raw).hexdigest()
@@ -321,6 +344,67 @@ class PolicyStore:
                 return False, f"{exc}; keeping policy {self._policy.version}"
             self._policy = new
             return True, None
+
+
+# ------------------------------------------------------------------------------ review bands
+
+
+def band_key(target: float) -> str:
+    """How an escalation target is written as a key of the manifest's ``review_bands`` ("0.05")."""
+    return f"{target:.2f}" if round(target, 2) == target else f"{target:g}"
+
+
+def _as_number(key: str) -> float:
+    try:
+        return float(key)
+    except ValueError:
+        return math.inf
+
+
+def review_band(
+    bands: Mapping[str, Mapping[str, Mapping[str, float]]], target: float, *, source: str = "manifest"
+) -> dict[str, Thresholds]:
+    """The fitted band for ``target`` (keys compared as numbers), or ConfigError naming the targets there are."""
+    for key, band in bands.items():
+        if abs(_as_number(key) - target) < 1e-9:
+            try:
+                return {name: Thresholds.model_validate(dict(limits)) for name, limits in band.items()}
+            except ValidationError as exc:
+                raise ConfigError(f"{source}: review_bands[{key!r}] is invalid: {exc.errors()[0]['msg']}") from None
+    have = ", ".join(sorted(bands, key=lambda k: (_as_number(k), k))) or "none"
+    raise ConfigError(
+        f"MODERATION_ESCALATION_TARGET={target:g}: {source} has no review band for it (targets there: {have}); set "
+        "one of those, unset the variable to use the policy file's thresholds, or fit bands for this model with "
+        "`moderation models bands --targets ...`"
+    )
+
+
+def override_key(category: str, name: str) -> str:
+    """How a band names the thresholds of a category override: ``world_politics/toxicity.toxic``."""
+    return f"{category}/{name}"
+
+
+def apply_band(policy: Policy, band: Mapping[str, Thresholds]) -> Policy:
+    """``policy`` with the band's thresholds in place of the file's, entry by entry.
+
+    ``task.label`` entries replace the per-label thresholds; ``category/task.label`` entries (see
+    :func:`override_key`) replace that category override's thresholds. Whatever the band does not name
+    keeps the file's value (an override the band lacks still wins for its category); entries for labels or
+    overrides the file does not have are ignored. Escalation triggers are never touched.
+    """
+    labels = {name: band.get(name, limits) for name, limits in policy.labels.items()}
+    overrides = {
+        category: {name: band.get(override_key(category, name), limits) for name, limits in rules.items()}
+        for category, rules in policy.category_overrides.items()
+    }
+    return policy.model_copy(update={"labels": labels, "category_overrides": overrides})
+
+
+def with_band(policy: Policy, band: Mapping[str, Thresholds], target: float) -> Policy:
+    """:func:`apply_band`, and the version gains ``+escalation-<target>`` so every decision record says a
+    fitted band was in force."""
+    banded = apply_band(policy, band)
+    return banded.model_copy(update={"version": f"{policy.version}+escalation-{band_key(target)}"})
 
 
 def policy_summary(policy: Policy) -> dict[str, Any]:

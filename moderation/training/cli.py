@@ -1,4 +1,4 @@
-"""``moderation models {build,eval,verify,info,fp16,reference,feedback}``.
+"""``moderation models {build,eval,verify,info,fp16,reference,feedback,loso,bands}``.
 
 ``build`` needs torch (the ``train`` extra) and imports it only when called; everything else here
 runs on the serving install.
@@ -103,6 +103,17 @@ def _reference(args: argparse.Namespace) -> int:
     return build_reference(_out_dir(args), posts, int(getattr(args, "synthetic", 2000)))
 
 
+def _bands(args: argparse.Namespace) -> int:
+    """Review bands for escalation targets, fitted on the calibration mix (moderation/training/escalation.py)."""
+    from moderation.training.escalation import run_bands
+
+    try:
+        targets = [float(t) for t in str(getattr(args, "targets", "0.02,0.05,0.10")).split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--targets {args.targets!r}: expected shares such as 0.02,0.05,0.10") from None
+    return run_bands(Path(args.data_dir), _out_dir(args), targets, quick=bool(args.quick))
+
+
 ACTIONS = {
     "build": _build,
     "eval": _eval,
@@ -112,6 +123,7 @@ ACTIONS = {
     "reference": _reference,
     "feedback": _feedback,
     "loso": _loso,
+    "bands": _bands,
 }
 
 

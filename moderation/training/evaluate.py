@@ -557,6 +557,11 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[Test
         lines += [f"**{s.name}** ({', '.join(c['labels'])})", "", "```"]
         lines += ["  ".join(f"{v:6d}" for v in row) for row in c["matrix"]]
         lines += ["```", ""]
+    if report.get("escalation"):
+        from moderation.training.escalation import card_section as escalation_section
+
+        escalation = report["escalation"]
+        lines += [*escalation_section(escalation, image=escalation.get("curve_png")).splitlines(), ""]
     lines += [
         "## Limitations and known biases",
         "",
@@ -675,6 +680,11 @@ def run_eval(
         }
     report["targets"] = target_rows(report["variants"]["int8"], sets)
     report["baselines"] = baselines(corpus, sets)
+    from moderation.training.escalation import for_eval as escalation_for_eval
+
+    report["escalation"] = escalation_for_eval(
+        corpus, model_dir, manifest, probs["int8"], index, engine_factory, quick=quick
+    )
     report["test_sets"] = {
         s.name: {
             "n": len(s.examples),

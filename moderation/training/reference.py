@@ -57,7 +57,7 @@ def build_reference(values: Sequence[bytes], source: str, settings: Settings) ->
 
     engine = OnnxEngine.from_settings(settings)
     info = engine.info()
-    policies = PolicyStore(settings.policy_file, available_labels=info["labels"])
+    policies = PolicyStore.from_settings(settings, available_labels=info["labels"])
     pipeline = Pipeline.from_settings(engine, policies, settings)
     keys = [(task, label) for task, labels in info["labels"].items() for label in labels]
     tracker = DriftTracker(keys)

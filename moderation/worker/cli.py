@@ -215,7 +215,7 @@ async def _load(
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, scorer_factory or OnnxEngine.from_settings, settings)
     info = engine.info()
-    policies = PolicyStore(settings.policy_file, available_labels=info["labels"])
+    policies = PolicyStore.from_settings(settings, available_labels=info["labels"])
     model = {k: info[k] for k in ("name", "version", "variant", "provider")}
     metrics.model_info.info({k: str(v) for k, v in model.items()})
     metrics.policy_info.info({"version": policies.policy.version})

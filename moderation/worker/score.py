@@ -44,7 +44,7 @@ def score_stream(stream: BinaryIO, source: str, out: BinaryIO, err: BinaryIO, se
 
     engine = OnnxEngine.from_settings(settings)
     info = engine.info()
-    policies = PolicyStore(settings.policy_file, available_labels=info["labels"])
+    policies = PolicyStore.from_settings(settings, available_labels=info["labels"])
     pipeline = Pipeline.from_settings(engine, policies, settings)
     model = {k: info[k] for k in ("name", "version", "variant", "provider")}
     worker_id = settings.worker_id or "moderation-score"
