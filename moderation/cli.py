@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.02,0.05,0.10",
         help="bands: escalation targets to fit review bands for (shares of traffic, comma separated).",
     )
+    models.add_argument(
+        "--compare", action="append", default=None, metavar="NAME=DIR",
+        help="eval: also score the model in DIR on the same test sets (repeatable), e.g. v1.0.0=build/models/v1.",
+    )
     models.add_argument("--posts", default=None, help="reference: JSON lines of real traffic.")
     models.add_argument("--synthetic", type=int, default=2000, help="reference: synthetic posts in the default mix.")
     models.set_defaults(handler=_models)

@@ -61,7 +61,13 @@ def _feedback(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from moderation.training.evaluate import run_eval
 
-    return run_eval(Path(args.data_dir), _out_dir(args), quick=bool(args.quick))
+    compare: dict[str, Path] = {}
+    for spec in getattr(args, "compare", None) or []:
+        name, sep, directory = spec.partition("=")
+        if not sep or not (Path(directory) / "manifest.json").is_file():
+            raise ConfigError(f"--compare {spec!r}: expected NAME=DIR with DIR/manifest.json (a model directory)")
+        compare[name] = Path(directory)
+    return run_eval(Path(args.data_dir), _out_dir(args), quick=bool(args.quick), compare=compare)
 
 
 def _fp16(args: argparse.Namespace) -> int:
