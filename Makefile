@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-eval \
+.PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-v1 models-eval \
 	bench bench-engine bench-gpu bench-gpu-dry gpu-carry faults loadtest k8s clean
 
 help: ## Show the targets.
@@ -63,12 +63,26 @@ demo: setup ## Set up, start the broker and a worker, stream the sample posts, s
 	$(BIN)/moderation demo
 
 DATA ?= ../shared/data
-models: setup-train ## Rebuild the models from $(DATA) (train extra; ~45 min on 2 CPU cores).
-	$(BIN)/moderation models build --data-dir $(DATA)
+V1_COMMIT = 0756d9d
+V1_DIR = build/models/moderation-minilm-v1
+ACCURATE_DIR = build/models/moderation-e5-accurate
+models: setup-train ## Rebuild v2 from $(DATA): e5 teacher -> distilled MiniLM, leave-one-source-out runs, review bands, eval, drift reference (~90 min on 2 CPU cores).
+	$(BIN)/moderation models build --data-dir $(DATA) --accurate-out $(ACCURATE_DIR)
+	$(BIN)/moderation models loso --data-dir $(DATA)
+	$(BIN)/moderation models bands --data-dir $(DATA)
+	$(BIN)/moderation models bands --data-dir $(DATA) --out $(ACCURATE_DIR)
+	$(MAKE) models-eval
+	$(BIN)/moderation models reference
 
-models-eval: setup ## Evaluate the shipped models on the held-out test splits; rewrites MODEL_CARD.md.
+models-v1: ## moderation-minilm 1.0.0 from git history into $(V1_DIR) (the card compares with it).
+	mkdir -p $(V1_DIR)
+	for f in manifest.json model.int8.onnx tokenizer.json; do \
+	  git show $(V1_COMMIT):moderation/models/artifacts/moderation-minilm/$$f > $(V1_DIR)/$$f; done
+
+models-eval: setup models-v1 ## Evaluate the shipped models on the held-out test splits (v1.0.0 and the accurate variant alongside); rewrites MODEL_CARD.md.
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,eval]'
-	$(BIN)/moderation models eval --data-dir $(DATA)
+	$(BIN)/moderation models eval --data-dir $(DATA) --compare v1.0.0=$(V1_DIR) \
+	  $(if $(wildcard $(ACCURATE_DIR)/manifest.json),--compare accurate=$(ACCURATE_DIR))
 
 bench: setup ## End-to-end benchmark through the real broker: shipped worker vs naive; writes BENCHMARKS.md.
 	$(BIN)/moderation bench pipeline --out BENCHMARKS.md

@@ -352,13 +352,17 @@ def fit(model: MultiTask, cached: Cached, start: int, *, epochs: int, budget_s: 
             for k, v in parts.items():
                 run[k] = 0.98 * run.get(k, float(v.detach())) + 0.02 * float(v.detach())
             bar.set_postfix({k: f"{v:.3f}" for k, v in run.items()})
-            if step == measure_at:
-                measured = seen / (time.time() - t0)
-                fit_steps = step + int((budget_s - (time.time() - t0)) * measured / BATCH)
-                if fit_steps < planned:
-                    total[0] = fit_steps
-                    print(f"\n{desc}: measured {measured:.1f} texts/s: schedule cut from {planned} to {fit_steps} "
-                          "steps to fit the time budget", flush=True)
+            if step >= measure_at and step % measure_at == 0:
+                # re-measured every `measure_at` steps: a slow start (other load on the machine, long batches
+                # first) must not cut the whole schedule, and a slowdown later must not overrun the budget
+                rate = seen / (time.time() - t0)
+                measured = measured or rate
+                fit_steps = min(planned, step + int((budget_s - (time.time() - t0)) * rate / BATCH))
+                if fit_steps != total[0] and (fit_steps < planned or total[0] < planned):
+                    if abs(fit_steps - total[0]) > 0.05 * planned or step == measure_at:
+                        print(f"\n{desc}: {rate:.1f} texts/s at step {step}: schedule {fit_steps} of {planned} "
+                              "planned steps to fit the time budget", flush=True)
+                    total[0] = max(fit_steps, step + 1)
             if step >= total[0]:
                 stop = True
                 break
@@ -620,7 +624,7 @@ def loso(data_dir: Path, out_dir: Path, sources: tuple[str, ...] = LOSO_SOURCES,
         else:
             z = logits["spam"] - logits["spam"].max(axis=1, keepdims=True)
             score = (np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))[:, 1]
-        y = test.y
+        y = test.y()
         report[test.name] = {"held_out": source, "task": task, "label": test.label or "spam", "n": len(y),
                              "n_train": len(rows), "dropped_shared_texts": sum(
                                  1 for e in train_ex if e.source != source and D.normalize_key(e.text) in held),

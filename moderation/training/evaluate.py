@@ -447,7 +447,8 @@ def _compare_lines(report: dict[str, Any], sets: list[TestSet]) -> list[str]:
     names = list(other)
     res = report["variants"]["int8"]
     lines = ["", "## Compared with other models (same test sets, int8, threshold 0.5)", "",
-             "Each set's headline metric (macro-F1; accuracy for category). " + " ".join(
+             "Each set's headline metric (macro-F1; accuracy for category). Every model is scored through "
+             "today's tokenize stage (emoji → words), which models built before v2 were not trained with. " + " ".join(
                  f"**{n}**: {other[n]['model']}." for n in names), "",
              "| test set | metric | " + " | ".join(names) + " | this model |",
              "|---|---|" + "---|" * (len(names) + 1)]

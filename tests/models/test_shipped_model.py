@@ -47,3 +47,14 @@ def test_category_head_names_the_topic(engine: OnnxEngine) -> None:
     for expected, scores in zip(texts, engine.score(list(texts.values())), strict=True):
         assert max(scores["category"], key=scores["category"].__getitem__) == expected
         assert sum(scores["category"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_emoji_carry_meaning(engine: OnnxEngine) -> None:
+    # v1 saw "[UNK]" for both emoji; the tokenize stage now names them (pipeline.tokenize.prepare_text)
+    threat, harmless = engine.score(["I would love to 🔪 some 👳🏾", "I would love to 🔪 some 🍅"])
+    assert threat["toxicity"]["hate"] > 0.5 > 0.2 > harmless["toxicity"]["hate"]
+
+
+def test_self_promotion_comment_spam_is_spam(engine: OnnxEngine) -> None:
+    promo, fan = engine.score(["check out my channel and subscribe!! 🔥🔥", "great video, just subscribed 👍"])
+    assert promo["spam"]["spam"] > 0.9 > 0.1 > fan["spam"]["spam"]
