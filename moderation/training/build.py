@@ -62,7 +62,6 @@ WARMUP = 0.05
 BUDGET_S = 25 * 60  # per model (teacher, student); the LOSO runs get LOSO_BUDGET_S each
 LOSO_BUDGET_S = 6 * 60
 LOSO_SOURCES = ("scamspot", "janitr", "edos", "hatexplain")
-LOSO_TEST_CAP = 6000  # EDOS and HateXplain have ~20k texts each; 6k keeps AUC tight and scoring short
 DISTILL_BETA = 0.5  # weight of the teacher in the target of a text's own (gold-labelled) task
 OFF_TASK_WEIGHT = 0.5  # loss weight of the teacher's labels for the tasks a text has no gold label for
 VERSION = "2.0.0"
@@ -578,7 +577,7 @@ def loso(data_dir: Path, out_dir: Path, sources: tuple[str, ...] = LOSO_SOURCES,
     held-out one. Reuses one cache of the frozen lower layers (they do not depend on the training data)."""
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-    from moderation.training.evaluate import loso_test_set
+    from moderation.training.evaluate import LOSO_TEST_CAP, loso_test_set
 
     def scores_at_half(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
         pred = (p >= 0.5).astype(int)

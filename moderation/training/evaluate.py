@@ -400,6 +400,7 @@ def target_rows(results: dict[str, dict[str, Any]], sets: list[TestSet]) -> list
 
 
 LOSO_TARGETS = {"spam": ("accuracy", 0.85), "toxicity": ("roc_auc", 0.85)}
+LOSO_TEST_CAP = 6000  # EDOS and HateXplain have ~20k texts each; 6k keeps AUC tight and scoring short
 """Bars of the leave-one-source-out sets: spam accuracy, hate ROC-AUC."""
 
 
@@ -465,26 +466,52 @@ def _loso_lines(report: dict[str, Any]) -> list[str]:
     if not loso:
         return ["", "## Out of domain (leave-one-source-out)", "",
                 "Not measured for this build: run `moderation models loso` (train extra), then eval again."]
+    others: dict[str, dict[str, Any]] = report.get("loso_compare", {})
     lines = ["", "## Out of domain (leave-one-source-out)", "",
              f"Recipe: {loso['recipe']}. Each set is all of one source (minus texts shared with another source's "
              "train/val), scored by a model trained without it — the number that predicts a new platform. Bars: "
-             "spam accuracy ≥ 0.85, hate ROC-AUC ≥ 0.85.", "",
+             "spam accuracy ≥ 0.85, hate ROC-AUC ≥ 0.85. Compared models are scored (int8) on the same sets where "
+             "they never trained on that source.", "",
              "| held-out source | task | n | accuracy | macro-F1 | F1 (pos) | ROC-AUC | bar | met "
-             "| in-domain test (this model) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| in-domain test (this model) |" + "".join(f" {n} (never trained on it) |" for n in others),
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(others)]
     res = report["variants"]["int8"]
     for r in loso["sets"].values():
         metric, goal = LOSO_TARGETS[r["task"]]
         got = r.get(metric)
         in_domain = res.get(f"{r['held_out']}_test", {})
+        key = f"loso_{r['held_out']}"
+        cells = [others[n].get(key, {}) for n in others]
         lines.append(
             f"| {r['held_out']} | {r['task']}.{r['label']} | {r['n']} | {_fmt(r['accuracy'])} | "
-            f"{_fmt(r['macro_f1'])} | "
-            f"{_fmt(r.get('f1'))} | {_fmt(r.get('roc_auc'))} | {metric} ≥ {goal} | "
+            f"{_fmt(r['macro_f1'])} | {_fmt(r.get('f1'))} | {_fmt(r.get('roc_auc'))} | {metric} ≥ {goal} | "
             f"{'yes' if got is not None and got >= goal else '**no**'} | "
             f"acc {_fmt(in_domain.get('accuracy'))}, AUC {_fmt(in_domain.get('roc_auc'))} |"
+            + "".join(f" acc {_fmt(c.get('accuracy'))}, AUC {_fmt(c.get('roc_auc'))} |" for c in cells)
         )
     return lines
+
+
+def loso_compare(
+    corpus: D.Corpus, loso: dict[str, Any], compare: dict[str, Path], engine_factory: Callable[[Path, str], Any],
+    quick: bool,
+) -> dict[str, dict[str, Any]]:
+    """Compared models scored on the leave-one-source-out sets they were never trained on (v1.0.0 never
+    saw any of the four sources): the same sets (same cap, same seed) as ``models loso`` scored."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, other_dir in compare.items():
+        other = json.loads((other_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        trained_on = {s["name"] for s in other.get("data_sources", []) if s.get("n_train")}
+        sets = [loso_test_set(corpus, r["held_out"], quick=quick, cap=LOSO_TEST_CAP) for r in loso["sets"].values()
+                if r["held_out"] not in trained_on]
+        if not sets:
+            continue
+        texts = sorted({e.text for s in sets for e in s.examples})
+        index = {t: i for i, t in enumerate(texts)}
+        probs = score_texts(engine_factory(other_dir, "int8"), texts, f"scoring leave-one-source-out sets ({name})")
+        out[name] = {s.name: evaluate_set(s, set_scores(s, probs, np.array([index[e.text] for e in s.examples])))
+                     for s in sets}
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -650,17 +677,27 @@ def model_card(manifest: dict[str, Any], report: dict[str, Any], sets: list[Test
         "- Tweet toxicity data (Davidson, OLID, HatEval) is known to label African-American English more often as "
         "offensive/hateful (Davidson et al. 2019, Sap et al. 2019); a model trained on it inherits that dialect "
         "bias. Do not auto-block on the toxic label alone; route to review.",
-        "- `hate` is trained mostly on hate against immigrants and women (HatEval), white-supremacist forum text "
-        "(Stormfront) and racial slurs (Davidson); hate against other groups is covered less (see HateCheck).",
+        "- `hate` is trained mostly on hate against immigrants and women (HatEval, EDOS), white-supremacist forum "
+        "text (Stormfront), racial slurs (Davidson), Twitter/Gab hate (HateXplain), adversarial emoji hate "
+        "(HatemojiBuild) and implicit hate about 13 groups (ToxiGen prompts); out of domain it generalises poorly "
+        "(leave-one-source-out AUC 0.67-0.68 on EDOS and HateXplain): a new platform's hate needs its own labelled "
+        "sample (review feedback: `moderation models build --feedback`).",
         "- HateCheck's hard negatives (counter-speech, reclaimed slurs, negation) are a known weakness of "
         "keyword-like models; see the per-functionality table.",
         "- Labels are crowdsourced and noisy (OLID level B, Davidson hate/offensive line, sentence-split Jigsaw and "
         "Stormfront text).",
-        "- Spam: real spam data is 2011 UK SMS; social-media spam patterns are synthetic templates. Expect "
-        "misses on novel scam formats and false positives on legitimate promotional posts.",
+        "- Spam: real spam data is 2011 UK SMS, Instagram finance-scam comments (ScamSpot, 2023) and crypto-heavy X "
+        "posts (Janitr); video-platform self-promotion is only in the project's synthetic templates. Expect misses "
+        "on novel scam formats and false positives on legitimate promotional posts (Janitr counts product "
+        "announcements as promo).",
+        "- Emoji are read as their English names; skin-tone modifiers are dropped on purpose (so a post is never "
+        "scored on the skin tone its author chose), which also hides the target of some emoji hate "
+        "(HatemojiBuild's \"🧒🏿=🐵\").",
         "- Category: AG News is 2004-era news, TweetTopic has only 1,000 tweets; entertainment_culture and "
         "lifestyle are weak classes.",
-        "- Only the top encoder layers were fine-tuned (CPU budget); full fine-tuning would likely add a few points.",
+        "- Only the top 4 layers of each encoder were fine-tuned (CPU budget); the teacher (12 layers) is therefore "
+        "not clearly better than its 6-layer student. On a CUDA machine `moderation models build` fine-tunes every "
+        "layer of both; that run has not been made for this version.",
         "- `targeted` separates targeted from untargeted offence poorly among offensive tweets (olid_test_b); the "
         "shipped policy does not act on it.",
         "- int8 uses dynamic quantization: activation scales are computed per batch, so a post's int8 scores move "
@@ -783,6 +820,7 @@ def run_eval(
     loso_path = model_dir / "loso_report.json"
     if loso_path.exists():
         report["loso"] = json.loads(loso_path.read_text(encoding="utf-8"))
+        report["loso_compare"] = loso_compare(corpus, report["loso"], compare or {}, engine_factory, quick)
     report["baselines"] = baselines(corpus, sets)
     from moderation.training.escalation import for_eval as escalation_for_eval
 
