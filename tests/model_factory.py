@@ -151,6 +151,7 @@ def build_tiny_model(out_dir: Path, *, max_length: int = 128, seed: int = 0, int
         "version": "0.0.1-test",
         "base_model": "none (test fixture)",
         "max_length": max_length,
+        "text_preparation": {"emoji_to_words": True},  # as every model since 2.0.0
         "tokenizer": "tokenizer.json",
         "files": files,
         "tasks": {

@@ -71,6 +71,9 @@ class Manifest(BaseModel):
     # escalation target ("0.05") → "task.label" or "category/task.label" → {"review": r, "block": b}: review
     # bands fitted on the calibration split (`moderation models bands`); MODERATION_ESCALATION_TARGET picks one
     review_bands: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    # how texts were prepared for the model at training time; serving must do the same (absent: raw text,
+    # as every model before 2.0.0 was trained)
+    text_preparation: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_sources: list[dict[str, Any]] = Field(default_factory=list)
     built_at: str = ""

@@ -142,7 +142,10 @@ class OnnxEngine:
         available = {v: has_file(self.model_dir, self.manifest, v) for v in VARIANTS}
         self.variant = choose_variant(variant, cuda_active=CUDA in wanted, available=available)
         tokenizer_path = verify_file(self.model_dir, self.manifest, "tokenizer")
-        self.tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_length, length_buckets)
+        self.tokenizer = TextTokenizer(
+            tokenizer_path, self.manifest.max_length, length_buckets,
+            emoji_to_words=bool(self.manifest.text_preparation.get("emoji_to_words", False)),
+        )
         self.split_by_bucket = split_by_bucket
         self._tasks = {task: spec.output for task, spec in self.manifest.tasks.items()}
         self.labels: dict[str, tuple[str, ...]] = self.manifest.labels()

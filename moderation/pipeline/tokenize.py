@@ -144,8 +144,13 @@ class TextTokenizer:
     inference threads never share the Rust object's internal state.
     """
 
-    def __init__(self, path: Path, max_length: int, buckets: Iterable[int] = (16, 32, 64, 128)) -> None:
+    def __init__(
+        self, path: Path, max_length: int, buckets: Iterable[int] = (16, 32, 64, 128), *, emoji_to_words: bool = True
+    ) -> None:
+        """``emoji_to_words``: apply :func:`prepare_text` (what the model was trained with; a model built
+        before it existed says so in its manifest and gets the raw text)."""
         self.path = Path(path)
+        self.emoji_to_words = emoji_to_words
         try:
             self._json = self.path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -185,7 +190,8 @@ class TextTokenizer:
         """Truncated, unpadded ids (special tokens included) for each text, after :func:`prepare_text`."""
         if not texts:
             return []
-        return [enc.ids for enc in self._tokenizer().encode_batch([prepare_text(t) for t in texts])]
+        inputs = [prepare_text(t) for t in texts] if self.emoji_to_words else list(texts)
+        return [enc.ids for enc in self._tokenizer().encode_batch(inputs)]
 
     def vocabulary(self) -> dict[str, int]:
         return self._tokenizer().get_vocab()

@@ -270,3 +270,18 @@ def test_parallel_runs_score_like_one_run(tiny_model_dir, runs):
         got = many.score_arrays(texts)
         for task in one:
             np.testing.assert_allclose(got[task], one[task], rtol=1e-5, atol=1e-6)
+
+
+def test_text_is_prepared_as_the_manifest_says_the_model_was_trained(tiny_model_dir, tmp_path):
+    # models since 2.0.0 were trained on emoji-as-words; older ones (no `text_preparation`) on the raw text
+    older = tmp_path / "older"
+    shutil.copytree(tiny_model_dir, older)
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["text_preparation"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    current = OnnxEngine(tiny_model_dir, variant="int8", providers=(CPU,))
+    before = OnnxEngine(older, variant="int8", providers=(CPU,))
+    assert current.tokenizer.emoji_to_words and not before.tokenizer.emoji_to_words
+    text = "go \N{HOCHO} now"
+    assert current.tokenizer.token_ids([text]) == current.tokenizer.token_ids(["go kitchen knife now"])
+    assert before.tokenizer.token_ids([text]) != before.tokenizer.token_ids(["go kitchen knife now"])
