@@ -448,8 +448,8 @@ def _compare_lines(report: dict[str, Any], sets: list[TestSet]) -> list[str]:
     names = list(other)
     res = report["variants"]["int8"]
     lines = ["", "## Compared with other models (same test sets, int8, threshold 0.5)", "",
-             "Each set's headline metric (macro-F1; accuracy for category). Every model is scored through "
-             "today's tokenize stage (emoji → words), which models built before v2 were not trained with. " + " ".join(
+             "Each set's headline metric (macro-F1; accuracy for category). Each model gets its text prepared as "
+             "its manifest says it was trained (emoji → words since 2.0.0, raw text before). " + " ".join(
                  f"**{n}**: {other[n]['model']}." for n in names), "",
              "| test set | metric | " + " | ".join(names) + " | this model |",
              "|---|---|" + "---|" * (len(names) + 1)]
