@@ -161,7 +161,10 @@ class Cached:
         return h.to(DEVICE), mask.to(DEVICE), targets
 
 
-def cache_lower(model: MultiTask, tok, examples: list[D.Example], start: int, desc: str) -> Cached:
+def cache_lower(model: MultiTask, tok, examples: list[D.Example], start: int, desc: str,
+                dtype: torch.dtype = torch.float16) -> Cached:
+    """Outputs of the frozen layers below ``start`` per text; fp16 halves the memory of a training cache,
+    scoring keeps fp32 so its numbers are the full model's."""
     model.eval()
     ids_all = encode(tok, [e.text for e in examples])
     hidden: list[torch.Tensor | None] = [None] * len(examples)
@@ -172,7 +175,7 @@ def cache_lower(model: MultiTask, tok, examples: list[D.Example], start: int, de
             ids, mask = ids.to(DEVICE), mask.to(DEVICE)
             h = model.encoder.run_layers(model.encoder.embeddings(ids), mask, 0, start).to("cpu")
             for j, i in enumerate(rows):
-                hidden[i] = h[j, : len(ids_all[i])].to(torch.float16).clone()
+                hidden[i] = h[j, : len(ids_all[i])].to(dtype).clone()
     return Cached(examples, [h for h in hidden if h is not None])
 
 
@@ -570,66 +573,41 @@ def build(data_dir: Path, out_dir: Path, quick: bool, feedback: Path | None = No
 # --------------------------------------------------------------------------------------------------
 
 def loso(data_dir: Path, out_dir: Path, sources: tuple[str, ...] = LOSO_SOURCES, quick: bool = False) -> int:
-    """For each source: a fresh student trained on gold labels without it (nor any text it shares with
-    another source), scored (fp32, torch) on all of that source. Writes ``loso_report.json`` in ``out_dir``.
+    """For each source: a fresh student trained on gold labels without it, scored (fp32, torch) on all of
+    that source. Writes ``loso_report.json`` in ``out_dir``.
 
-    Student recipe without distillation: the teacher saw every source, so its labels would leak the
-    held-out one. Reuses one cache of the frozen lower layers (they do not depend on the training data)."""
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-
-    from moderation.training.evaluate import LOSO_TEST_CAP, loso_test_set
-
-    def scores_at_half(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
-        pred = (p >= 0.5).astype(int)
-        return {"accuracy": round(float(accuracy_score(y, pred)), 4),
-                "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
-                "f1": round(float(f1_score(y, pred)), 4),
-                "roc_auc": round(float(roc_auc_score(y, p)), 4) if 0 < y.sum() < len(y) else None}
+    ``loso_test_set`` already leaves out every text another source's train/val split shares with the held-out
+    one, so dropping the source from the training rows is all it takes. Student recipe without distillation:
+    the teacher saw every source, so its labels would leak the held-out one. Reuses one cache of the frozen
+    lower layers (they do not depend on the training data) and the evaluation's own metrics."""
+    from moderation.training.evaluate import LOSO_TEST_CAP, evaluate_set, loso_test_set, set_scores
 
     torch.set_num_threads(int(os.environ.get("MODERATION_TRAIN_THREADS", "2")))
     t_start = time.time()
     scale = 0.01 if quick else 1.0
     budget = 30 if quick else LOSO_BUDGET_S
     base = base_model_dir()
-    tok = load_tokenizer(out_dir / "tokenizer.json", MAX_LEN_TRAIN)
+    tok_train = load_tokenizer(out_dir / "tokenizer.json", MAX_LEN_TRAIN)
+    tok_serve = load_tokenizer(out_dir / "tokenizer.json", MAX_LEN_SERVE)
+    uncalibrated = {"toxicity": [1.0] * len(D.TOXICITY_LABELS), "spam": [1.0], "category": [1.0]}
     corpus = D.load_corpus(data_dir)
     train_ex = D.training_mix(corpus, "train", scale, SEED)
     model, start = multitask(Bert.pretrained(base / "model.safetensors"), TRAINABLE_LAYERS)
-    full = cache_lower(model, tok, train_ex, start, "loso: cache lower layers (train)")
+    full = cache_lower(model, tok_train, train_ex, start, "loso: cache lower layers (train)")
     report: dict[str, dict] = {}
     for source in sources:
         test = loso_test_set(corpus, source, quick=quick, cap=LOSO_TEST_CAP)
-        held = {D.normalize_key(e.text) for e in test.examples}
-        rows = [i for i, e in enumerate(train_ex) if e.source != source and D.normalize_key(e.text) not in held]
+        rows = [i for i, e in enumerate(train_ex) if e.source != source]
         model, start = multitask(Bert.pretrained(base / "model.safetensors"), TRAINABLE_LAYERS)
         stats = fit(model, full.subset(rows), start, epochs=1, budget_s=budget, desc=f"loso without {source}")
-        texts = [e.text for e in test.examples]
-        probs: dict[str, list[np.ndarray]] = {t: [] for t in TASK_ORDER}
-        ids_all = encode(load_tokenizer(out_dir / "tokenizer.json", MAX_LEN_SERVE), texts)
-        order: list[int] = []
-        with torch.no_grad():
-            for batch_rows in length_batches([len(x) for x in ids_all], 128, random.Random(0), shuffle=False):
-                ids, mask = pad([ids_all[i] for i in batch_rows])
-                out = model(ids.to(DEVICE), mask.to(DEVICE))
-                for t in TASK_ORDER:
-                    probs[t].append(out[t].float().cpu().numpy())
-                order += batch_rows
-        inv = np.argsort(np.array(order))
-        logits = {t: np.concatenate(v)[inv] for t, v in probs.items()}
-        task = test.task
-        if task == "toxicity":
-            col = D.TOXICITY_LABELS.index(test.label)
-            score = 1.0 / (1.0 + np.exp(-logits["toxicity"][:, col]))
-        else:
-            z = logits["spam"] - logits["spam"].max(axis=1, keepdims=True)
-            score = (np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))[:, 1]
-        y = test.y()
-        report[test.name] = {"held_out": source, "task": task, "label": test.label or "spam", "n": len(y),
-                             "n_train": len(rows), "dropped_shared_texts": sum(
-                                 1 for e in train_ex if e.source != source and D.normalize_key(e.text) in held),
-                             **scores_at_half(np.asarray(y), score), "training": {k: stats[k] for k in
-                                                                       ("steps", "train_s", "texts_per_s")}}
-        print(f"loso {test.name}: {json.dumps({k: v for k, v in report[test.name].items() if k != 'training'})}",
+        cached = cache_lower(model, tok_serve, test.examples, start, f"loso: score {test.name}", torch.float32)
+        probs = probabilities(collect_logits(model, cached, start), uncalibrated)
+        result = evaluate_set(test, set_scores(test, probs, np.arange(len(test.examples))))
+        report[test.name] = {"held_out": source, "task": test.task, "label": test.label or "spam",
+                             "n": len(test.examples), "n_train": len(rows), **result,
+                             "training": {k: stats[k] for k in ("steps", "train_s", "texts_per_s")}}
+        print(f"loso {test.name}: " + json.dumps({k: report[test.name][k] for k in
+                                                  ("n", "n_train", "accuracy", "macro_f1", "f1", "roc_auc")}),
               flush=True)
     out = {"recipe": "student (all-MiniLM-L6-v2, top layers + heads), gold labels only, 1 epoch within "
                      f"{budget} s, fp32 torch scores, threshold 0.5", "quick": quick, "hardware": hardware(),
