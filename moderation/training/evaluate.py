@@ -325,6 +325,11 @@ def evaluate_set(s: TestSet, scores: np.ndarray) -> dict[str, Any]:
     return result
 
 
+def evaluate_sets(sets: Sequence[TestSet], probs: dict[str, np.ndarray], index: dict[str, int]) -> dict[str, Any]:
+    """Every set's metrics from one model's scores of the eval's texts (rows by ``index``)."""
+    return {s.name: evaluate_set(s, set_scores(s, probs, np.array([index[e.text] for e in s.examples]))) for s in sets}
+
+
 def decisions(probs: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]]) -> np.ndarray:
     """One row of policy-relevant decisions per text: each threshold crossed or not + category argmax."""
     cols: list[np.ndarray] = []
@@ -509,8 +514,7 @@ def loso_compare(
         texts = sorted({e.text for s in sets for e in s.examples})
         index = {t: i for i, t in enumerate(texts)}
         probs = score_texts(engine_factory(other_dir, "int8"), texts, f"scoring leave-one-source-out sets ({name})")
-        out[name] = {s.name: evaluate_set(s, set_scores(s, probs, np.array([index[e.text] for e in s.examples])))
-                     for s in sets}
+        out[name] = evaluate_sets(sets, probs, index)
     return out
 
 
@@ -788,10 +792,7 @@ def run_eval(
         "variants": {},
     }
     for variant in variants:
-        report["variants"][variant] = {
-            s.name: evaluate_set(s, set_scores(s, probs[variant], np.array([index[e.text] for e in s.examples])))
-            for s in sets
-        }
+        report["variants"][variant] = evaluate_sets(sets, probs[variant], index)
     previous = manifest.get("metrics", {}).get("int8_vs_fp32_decision_agreement")
     if "fp32" in variants:
         report["int8_vs_fp32"] = int8_vs_fp32(probs, manifest["default_thresholds"], len(texts))
@@ -804,7 +805,6 @@ def run_eval(
         }
     report["targets"] = target_rows(report["variants"]["int8"], sets)
     other_probs: dict[str, dict[str, np.ndarray]] = {}
-    rows_of = {s.name: np.array([index[e.text] for e in s.examples]) for s in sets}
     if compare:
         report["compare"] = {}
         for name, other_dir in compare.items():
@@ -813,9 +813,7 @@ def run_eval(
             report["compare"][name] = {
                 "model": f"{other_manifest['name']} {other_manifest['version']} ({other_manifest.get('base_model')})",
                 "dir": str(other_dir),
-                "results": {
-                    s.name: evaluate_set(s, set_scores(s, other_probs[name], rows_of[s.name])) for s in sets
-                },
+                "results": evaluate_sets(sets, other_probs[name], index),
             }
     loso_path = model_dir / "loso_report.json"
     if loso_path.exists():
