@@ -28,7 +28,7 @@ from moderation.pipeline.batch import Message
 from moderation.pipeline.records import Origin
 from moderation.worker.produce import Writer
 from moderation.worker.security import client_kwargs
-from moderation.worker.service import ModerationService
+from moderation.worker.service import BatchTimeout, ModerationService
 
 
 def make_consumer(settings: Settings, group_instance_id: str | None) -> AIOKafkaConsumer:
@@ -158,4 +158,10 @@ async def consume(
             continue
         await service.handle(to_messages(batch, time.time_ns() // 1_000_000), writer)
         committer.request({tp: records[-1].offset + 1 for tp, records in batch.items()})
-        await committer.keep_up()
+        try:  # the backpressure wait is part of the batch's time bound: a hung commit must fail liveness too
+            await asyncio.wait_for(committer.keep_up(), service.batch_timeout_s)
+        except TimeoutError:
+            raise BatchTimeout(
+                f"the commit before the next batch took longer than {service.batch_timeout_s}s "
+                "(MODERATION_BATCH_TIMEOUT_S); restarting so the partitions are re-assigned"
+            ) from None
