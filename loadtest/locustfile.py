@@ -36,6 +36,7 @@ from locust import User, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
+from moderation.core.bootstrap import resolved
 from moderation.core.errors import InputError
 from moderation.core.settings import Settings
 from moderation.devtools.bench.workload import DEMO_DATA_DIR, synthesize, vocabulary_words
@@ -347,7 +348,9 @@ def _start_bridge(environment: Environment, **_: Any) -> None:
     global BRIDGE
     if isinstance(environment.runner, MasterRunner):
         return  # distributed runs: every worker process has its own producer and listener
-    BRIDGE = KafkaBridge(environment, Settings())
+    settings, where = resolved(Settings())  # `make loadtest` names its broker; run alone: the local one
+    print(f"kafka: {where.describe()}", flush=True)
+    BRIDGE = KafkaBridge(environment, settings)
 
 
 @events.test_stop.add_listener

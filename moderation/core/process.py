@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from moderation.core.bootstrap import resolved
+from moderation.core.errors import BrokerError
 from moderation.core.logs import configure_logging, get_logger
 from moderation.core.settings import Settings, load_settings
 
@@ -30,8 +32,10 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 def settings_for_process(logger: str, *, post_text_in_logs: bool = True) -> Settings | None:
-    """Settings from the environment with logging configured from them; ``None`` — after one clear
-    ``startup_failed`` line naming each bad variable — when a setting is invalid (exit with EXIT_CONFIG).
+    """Settings from the environment with logging configured from them and ``bootstrap_servers`` set to
+    the broker this process joins (:mod:`moderation.core.bootstrap`; logged as ``kafka_bootstrap`` with
+    its source). ``None`` — after one clear ``startup_failed`` line — when a setting is invalid or no
+    broker is named (exit with EXIT_CONFIG).
 
     ``post_text_in_logs=False`` ignores MODERATION_LOG_POST_TEXT for processes that must never log text.
     """
@@ -47,4 +51,10 @@ def settings_for_process(logger: str, *, post_text_in_logs: bool = True) -> Sett
         log_post_text=settings.log_post_text and post_text_in_logs,
         repeat_window_s=settings.log_repeat_window_s,
     )
+    try:
+        settings, where = resolved(settings)
+    except BrokerError as exc:
+        get_logger(logger).critical("startup_failed", error=str(exc))
+        return None
+    get_logger(logger).info("kafka_bootstrap", bootstrap=where.servers, source=where.source)
     return settings

@@ -27,7 +27,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODERATION_", extra="ignore", frozen=True)
 
     # --- Kafka -------------------------------------------------------------------------------------
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    bootstrap_servers: str = Field(
+        "",
+        description="Kafka bootstrap servers, comma separated; unset: the local broker `moderation kafka up` runs "
+        "(its state file, see kafka_state_dir), else start-up stops naming both (moderation/core/bootstrap.py).",
+    )
     group_id: str = Field("moderation-workers", description="Consumer group shared by all worker replicas.")
     input_topic: str = Field("posts", description="Topic producers write posts to.")
     decisions_topic: str = Field("moderation.decisions", description="Audit trail: one record per post.")

@@ -30,8 +30,7 @@ from rich.table import Table
 
 from moderation.core.errors import InputError
 from moderation.core.settings import Settings, load_settings
-from moderation.devtools.broker import LocalKafka
-from moderation.devtools.launch import WorkerProcess, free_port
+from moderation.devtools.launch import WorkerProcess, free_port, kafka_broker
 from moderation.devtools.tools import produce_lines
 from moderation.pipeline.decode import decode_post
 
@@ -200,9 +199,11 @@ def _parse_iso(value: str) -> datetime:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     console = Console()
-    kafka = LocalKafka(settings, console)
-    started = kafka.up()
-    bootstrap = started.state.bootstrap
+    with kafka_broker(settings, console) as bootstrap:
+        return _run(args, settings, console, bootstrap)
+
+
+def _run(args: argparse.Namespace, settings: Settings, console: Console, bootstrap: str) -> int:
     run_id = f"r{int(time.time())}"
     lines, texts = stamp(sample_lines(), run_id, args.repeat, settings)
     bad = len(lines) - len(texts)
@@ -228,8 +229,6 @@ def run(args: argparse.Namespace) -> int:
         if review_console is not None:
             review_console.terminate(15)
         console.print(f"Worker stopped (exit {worker.terminate(settings.shutdown_grace_s + 10)}).")
-        if started.started:
-            kafka.down()
     return code
 
 

@@ -183,22 +183,30 @@ async def create_topics(
 
 @contextlib.contextmanager
 def kafka_broker(settings: Settings, console: Console | None = None) -> Iterator[str]:
-    """Bootstrap address of the broker to run against, for load tests and benchmarks.
+    """Bootstrap address of the broker to run against, for the demo, load tests and benchmarks.
 
-    An explicitly set ``MODERATION_BOOTSTRAP_SERVERS`` must answer and is used as is. Otherwise the
-    project's local broker: reused if it runs, else started here and stopped on exit.
+    The rule every process follows (:mod:`moderation.core.bootstrap`), except that where no broker is
+    named these commands start the project's local one (in the state dir) and stop it on exit: an
+    explicitly set ``MODERATION_BOOTSTRAP_SERVERS`` must answer and is used as is; else the local broker
+    of the state file, reused if it runs, else started here. Where it connected and why is printed.
     """
+    from moderation.core.bootstrap import resolve_bootstrap
     from moderation.core.settings import parse_host_port
     from moderation.devtools.broker import LocalKafka, probe
 
-    if "bootstrap_servers" in settings.model_fields_set:
-        host, port = parse_host_port(settings.bootstrap_servers)
+    say = console.print if console is not None else print
+    if settings.bootstrap_servers.strip():
+        where = resolve_bootstrap(settings)
+        host, port = parse_host_port(where.servers)
         if not probe.is_ready(host, port, timeout_s=5.0):
-            raise BrokerError(f"MODERATION_BOOTSTRAP_SERVERS={settings.bootstrap_servers} does not answer")
-        yield settings.bootstrap_servers
+            raise BrokerError(f"MODERATION_BOOTSTRAP_SERVERS={where.servers} does not answer")
+        say(f"kafka: {where.describe()}")
+        yield where.servers
         return
     kafka = LocalKafka(settings, console)
     up = kafka.up()
+    how = "started here, stopped at the end" if up.started else "already running"
+    say(f"kafka: bootstrap={up.state.bootstrap} source=state_file:{kafka.paths.state_file} ({how})")
     try:
         yield up.state.bootstrap
     finally:

@@ -15,9 +15,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress
 
+from moderation.core.bootstrap import resolved
 from moderation.core.errors import ConfigError
 from moderation.core.settings import Settings, load_settings
-from moderation.devtools.broker import resolve_bootstrap
 from moderation.worker.security import check_auth, client_kwargs
 
 
@@ -85,11 +85,18 @@ async def produce_lines(
     return sent
 
 
+def settings_with_broker() -> Settings:
+    """Settings from the environment, pointed at the broker this command joins (said on stderr)."""
+    settings, where = resolved(load_settings())
+    print(f"kafka: {where.describe()}", file=sys.stderr)
+    return settings
+
+
 def run_produce(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = settings_with_broker()
     topic = args.topic or settings.input_topic
     lines = read_lines(Path(args.file))
-    bootstrap = resolve_bootstrap(settings)
+    bootstrap = settings.bootstrap_servers
     asyncio.run(check_auth(settings))  # wrong credentials: one clear error line, not a traceback
     started = time.perf_counter()
     sent = asyncio.run(
@@ -104,7 +111,7 @@ async def tail_topic(settings: Settings, topic: str, *, from_beginning: bool, li
     await check_auth(settings)
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=resolve_bootstrap(settings),
+        bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
@@ -137,7 +144,7 @@ async def tail_topic(settings: Settings, topic: str, *, from_beginning: bool, li
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = settings_with_broker()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail_topic(settings, args.topic, from_beginning=args.from_beginning, limit=args.max))
     return 0

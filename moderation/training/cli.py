@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from moderation.core.errors import ConfigError, ModelError
@@ -46,11 +47,14 @@ def _loso(args: argparse.Namespace) -> int:
 
 def _feedback(args: argparse.Namespace) -> int:
     """Export moderation.verdicts to labelled JSON lines (latest verdict per post; human over LLM)."""
+    from moderation.core.bootstrap import resolved
     from moderation.core.settings import load_settings
     from moderation.training.feedback import export
 
     out = Path(getattr(args, "feedback", None) or "feedback.jsonl")
-    counts = export(load_settings(), out)
+    settings, where = resolved(load_settings())
+    print(f"kafka: {where.describe()}", file=sys.stderr)
+    counts = export(settings, out)
     print(
         f"wrote {out}: {counts['posts']} labelled posts ({counts['human']} human, {counts['llm']} LLM) "
         f"from {counts['records']} verdict records"

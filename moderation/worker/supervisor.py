@@ -84,6 +84,7 @@ class Supervisor:
                 i,
                 {
                     **os.environ,
+                    "MODERATION_BOOTSTRAP_SERVERS": settings.bootstrap_servers,  # the broker we resolved
                     "MODERATION_WORKER_ID": f"{base_id}-p{i}",
                     "MODERATION_HTTP_PORT": str(settings.http_port + 1 + i),
                     "MODERATION_HTTP_HOST": "127.0.0.1",  # only the supervisor is reached from outside

@@ -25,6 +25,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from moderation.core.bootstrap import resolved
 from moderation.core.errors import InputError
 from moderation.core.settings import Settings, load_settings
 from moderation.pipeline.decode import decode_post
@@ -89,7 +90,8 @@ async def _announce_ready(consumer: AIOKafkaConsumer) -> None:
 
 
 def main() -> None:
-    settings = load_settings()
+    settings, where = resolved(load_settings())
+    print(f"kafka: {where.describe()}", flush=True)
     sys.exit(asyncio.run(serve(settings)))
 
 

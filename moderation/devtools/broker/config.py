@@ -1,7 +1,8 @@
-"""Pure parts of the local broker: its config file, its state file, and the facts we parse.
+"""Pure parts of the local broker: its config file and the facts we parse.
 
 Kept free of processes and sockets so that the decisions (which keys the broker gets, which Java is
-good enough, whether a state file is trustworthy) are unit-tested without a JVM.
+good enough) are unit-tested without a JVM. The state file (how other processes find the broker) is
+:mod:`moderation.core.bootstrap`'s, since serving code reads it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from moderation.core.errors import BrokerError
@@ -172,63 +173,6 @@ def new_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         if not cid.startswith("-"):
             return cid
-
-
-@dataclass(frozen=True)
-class BrokerState:
-    """What a running local broker leaves behind so other processes can find and stop it."""
-
-    pid: int
-    port: int
-    controller_port: int
-    bootstrap: str
-    cluster_id: str
-    config: str
-    log: str
-    kafka_version: str
-    started_at: float
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> BrokerState:
-        """Parse a state file; anything malformed is reported as a BrokerError, never a crash."""
-        try:
-            data = json.loads(text)
-            return cls(
-                pid=int(data["pid"]),
-                port=int(data["port"]),
-                controller_port=int(data["controller_port"]),
-                bootstrap=str(data["bootstrap"]),
-                cluster_id=str(data["cluster_id"]),
-                config=str(data["config"]),
-                log=str(data["log"]),
-                kafka_version=str(data["kafka_version"]),
-                started_at=float(data["started_at"]),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BrokerError(f"unreadable broker state file ({exc!r}); run `moderation kafka down`.") from exc
-
-
-def read_state(path: Path) -> BrokerState | None:
-    """The recorded broker, or None when there is no (valid) record."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    try:
-        return BrokerState.from_json(text)
-    except BrokerError:
-        return None
-
-
-def write_state(path: Path, state: BrokerState) -> None:
-    """Atomic write, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(state.to_json(), encoding="utf-8")
-    tmp.replace(path)
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -26,26 +26,32 @@ from typing import IO
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from moderation.core.bootstrap import (
+    STATE_FILE_NAME,
+    BrokerState,
+    is_broker_process,
+    pid_alive,
+    read_state,
+    state_dir,
+    write_state,
+)
 from moderation.core.errors import BrokerError
 from moderation.core.settings import Settings, parse_host_port
 from moderation.devtools.broker import probe
 from moderation.devtools.broker.config import (
     KAFKA_VERSION,
     MIN_JAVA,
-    BrokerState,
     SecureListener,
     jar_marker,
     jars_complete,
     new_cluster_id,
     parse_java_version,
     parse_properties,
-    read_state,
     render_properties,
     scram_format_args,
     secure_listener_properties,
     server_properties,
     tail,
-    write_state,
 )
 
 HOST = "127.0.0.1"
@@ -80,18 +86,18 @@ class BrokerPaths:
     @classmethod
     def from_settings(cls, settings: Settings) -> BrokerPaths:
         version_dir = (settings.cache_dir / "kafka" / KAFKA_VERSION).expanduser().absolute()
-        state_dir = (settings.kafka_state_dir or settings.cache_dir / "kafka" / "state").expanduser().absolute()
+        state = state_dir(settings)
         return cls(
             version_dir=version_dir,
             libs=version_dir / "libs",
             marker=version_dir / "libs.complete.json",
-            state_dir=state_dir,
-            config=state_dir / "server.properties",
-            log4j=state_dir / "log4j2.properties",
-            data=state_dir / "data",
-            log=state_dir / "broker.log",
-            state_file=state_dir / "broker.json",
-            lock=state_dir / ".lock",
+            state_dir=state,
+            config=state / "server.properties",
+            log4j=state / "log4j2.properties",
+            data=state / "data",
+            log=state / "broker.log",
+            state_file=state / STATE_FILE_NAME,
+            lock=state / ".lock",
         )
 
 
@@ -120,43 +126,6 @@ class BrokerStatus:
 
 
 # --- processes ---------------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a live process; reaps our own zombie children, treats others' zombies as dead."""
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
-def _cmdline(pid: int) -> list[str]:
-    if Path("/proc").is_dir():
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return []
-        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-    out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
-    return out.stdout.split()
-
-
-def is_broker_process(pid: int, config: Path) -> bool:
-    """The pid is a ``kafka.Kafka`` JVM started with this config (guards against pid reuse)."""
-    args = _cmdline(pid)
-    return "kafka.Kafka" in args and str(config) in args
 
 
 def broker_pids(config: Path) -> list[int]:
@@ -554,20 +523,3 @@ class LocalKafka:
         progress.add_task(description, total=None)
         return progress
 
-
-def bootstrap_from_state(settings: Settings | None = None) -> str | None:
-    """Bootstrap address of the running local broker, or None when none is recorded/alive."""
-    paths = BrokerPaths.from_settings(settings or Settings())
-    state = read_state(paths.state_file)
-    if state is None or not pid_alive(state.pid):
-        return None
-    return state.bootstrap
-
-
-def resolve_bootstrap(settings: Settings | None = None) -> str:
-    """An explicitly configured ``bootstrap_servers`` (env or argument) wins; else the local broker's
-    address when one runs; else the default."""
-    settings = settings or Settings()
-    if "bootstrap_servers" in settings.model_fields_set:
-        return settings.bootstrap_servers
-    return bootstrap_from_state(settings) or settings.bootstrap_servers

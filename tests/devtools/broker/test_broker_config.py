@@ -10,21 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from moderation.core.bootstrap import BrokerState, read_state, write_state
 from moderation.core.errors import BrokerError
 from moderation.core.settings import parse_host_port
 from moderation.devtools.broker.config import (
     KAFKA_VERSION,
-    BrokerState,
     jar_marker,
     jars_complete,
     new_cluster_id,
     parse_java_version,
     parse_properties,
-    read_state,
     render_properties,
     server_properties,
     tail,
-    write_state,
 )
 
 
@@ -173,10 +171,3 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail(log, 3) == "line 97\nline 98\nline 99"
 
-
-def test_explicit_bootstrap_wins_over_the_local_state_file(tmp_path: Path) -> None:
-    from moderation.core.settings import Settings
-    from moderation.devtools.broker import resolve_bootstrap
-
-    assert resolve_bootstrap(Settings(kafka_state_dir=tmp_path)) == "127.0.0.1:9092"  # nothing runs: default
-    assert resolve_bootstrap(Settings(kafka_state_dir=tmp_path, bootstrap_servers="kafka:9093")) == "kafka:9093"

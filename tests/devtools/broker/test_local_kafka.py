@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from moderation.core.bootstrap import BrokerState, pid_alive, running_broker, write_state
 from moderation.core.errors import BrokerError
 from moderation.core.settings import Settings
-from moderation.devtools.broker import LocalKafka, bootstrap_from_state, probe
-from moderation.devtools.broker.config import KAFKA_VERSION, BrokerState, write_state
-from moderation.devtools.broker.local import broker_pids, file_lock, free_port, pid_alive, port_free
+from moderation.devtools.broker import KAFKA_VERSION, LocalKafka, probe
+from moderation.devtools.broker.local import broker_pids, file_lock, free_port, port_free
 
 
 def quiet_kafka(state_dir: Path) -> LocalKafka:
@@ -83,7 +83,7 @@ def test_status_of_nothing_and_of_a_stale_state_file(tmp_path: Path) -> None:
     assert kafka.down() is False
     write_state(kafka.paths.state_file, _stale_state(kafka))
     assert kafka.status().describe().startswith("not running (stale state file")
-    assert bootstrap_from_state(kafka.settings) is None
+    assert running_broker(kafka.settings) is None
     assert kafka.down() is False
     assert not kafka.paths.state_file.exists()
 
@@ -121,7 +121,7 @@ def test_up_twice_is_one_broker_and_down_twice_leaves_nothing(tmp_path: Path) ->
         info = probe.metadata("127.0.0.1", port)
         assert info.brokers == ((1, "127.0.0.1", port),)
         assert info.cluster_id == first.state.cluster_id
-        assert bootstrap_from_state(kafka.settings) == first.state.bootstrap
+        assert running_broker(kafka.settings) == first.state
         assert kafka.status().describe() == f"running on 127.0.0.1:{port} (pid {first.state.pid})"
     finally:
         assert kafka.down() is True
