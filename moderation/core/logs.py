@@ -102,12 +102,40 @@ class RepeatSuppressor(logging.Filter):
         return summarised
 
 
+class LevelCounter(logging.Filter):
+    """Counts the warnings and errors (error and critical) logged, by every logger, for the worker's
+    periodic summary line; lets every record through. Sits before the repeat suppressor, so a
+    suppressed repeat still counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = {"warning": 0, "error": 0}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.counts["error"] += 1
+        elif record.levelno >= logging.WARNING:
+            self.counts["warning"] += 1
+        return True
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last call, and a fresh start."""
+        counts, self.counts = self.counts, {"warning": 0, "error": 0}
+        return counts
+
+
 _suppressor: RepeatSuppressor | None = None
+_counter: LevelCounter | None = None
 
 
 def repeat_suppressor() -> RepeatSuppressor | None:
     """The suppressor :func:`configure_logging` installed (None before it ran)."""
     return _suppressor
+
+
+def logged_since_last_call() -> dict[str, int]:
+    """Warnings and errors logged since the previous call (zeros before :func:`configure_logging` ran)."""
+    return _counter.take() if _counter is not None else {"warning": 0, "error": 0}
 
 
 def configure_logging(
@@ -138,10 +166,12 @@ def configure_logging(
             renderer,
         ],
     )
-    global _suppressor
+    global _suppressor, _counter
     _suppressor = RepeatSuppressor(repeat_window_s)
+    _counter = LevelCounter()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_counter)
     handler.addFilter(_suppressor)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -254,6 +254,12 @@ class Settings(BaseSettings):
     log_format: str = Field("auto", description="json | console | auto (console on a TTY, else json).")
     log_level: str = Field("info", description="debug | info | warning | error.")
     log_post_text: bool = Field(False, description="Include post text in debug logs (off: privacy).")
+    log_summary_s: float = Field(
+        60.0,
+        gt=0,
+        description="A worker logs one info summary (posts, actions, DLQ, escalations, latency p50/p99, warnings "
+        "and errors) per this many seconds; per-batch lines are debug.",
+    )
     log_repeat_window_s: float = Field(
         30.0,
         ge=0,

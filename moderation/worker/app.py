@@ -33,6 +33,7 @@ from moderation.worker.metrics import LagGauge, WorkerMetrics
 from moderation.worker.produce import Writer
 from moderation.worker.security import check_auth, client_kwargs
 from moderation.worker.service import ModerationService
+from moderation.worker.summary import BrokerWatch
 
 
 def default_worker_id() -> str:
@@ -185,6 +186,7 @@ def create_app(
         check_policy(policies, metrics, log)
 
     lag = LagGauge(metrics.consumer_lag)
+    broker = BrokerWatch()
 
     @app.timer(5.0)
     async def report_lag() -> None:
@@ -193,10 +195,27 @@ def create_app(
             suppressor.flush(log.warning)
         if inputs.consumer is not None and inputs.committer is not None:
             await lag.report(inputs.consumer, inputs.committer.committed)
+            await watch_broker(inputs.consumer, broker, log)
+
+    @app.timer(settings.log_summary_s)
+    async def log_summary() -> None:
+        service.log_summary()
 
     service.readiness.partitions = lambda: inputs.assigned(settings.input_topic)
     service.readiness.stalled = service.stalled_for
     return app
+
+
+async def watch_broker(consumer: AIOKafkaConsumer, watch: BrokerWatch, log: Any, timeout_s: float = 4.0) -> None:
+    """Probe the broker (a metadata request) and log when it is lost and when it is back."""
+    try:
+        await asyncio.wait_for(consumer.topics(), timeout_s)
+        change = watch.seen(True)
+    except Exception as exc:  # any failure to answer is "not reachable" here
+        change = watch.seen(False, f"{type(exc).__name__}: {exc}")
+    if change is not None:
+        event, fields = change
+        (log.warning if event == "broker_lost" else log.info)(event, **fields)
 
 
 def check_policy(policies: PolicyStore, metrics: WorkerMetrics, log: Any) -> None:

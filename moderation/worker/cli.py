@@ -152,6 +152,7 @@ def serve(settings: Settings, scorer_factory: ScorerFactory | None = None) -> in
             slot_lock.release()
     if (app.crash_reason is not None or readiness.fatal is not None) and code == 0:
         code = EXIT_FATAL
+    service.log_summary(final=True)
     log.info("stopped", exit_code=code, batches=service.batches)
     return code
 

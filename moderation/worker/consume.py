@@ -132,6 +132,8 @@ class SettleBeforeRebalance(ConsumerRebalanceListener):
         await self.service.idle.wait()
         await self.committer.flush()
         self.committer.forget(revoked)
+        if revoked:
+            self.log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))

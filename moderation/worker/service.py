@@ -8,18 +8,20 @@ before the last step means the batch is consumed again (at-least-once, outputs k
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from moderation.core.errors import ModerationError, OutputError
-from moderation.core.logs import get_logger
+from moderation.core.logs import get_logger, logged_since_last_call
 from moderation.pipeline.batch import BatchResult, Message, Pipeline
 from moderation.pipeline.emit import OutputGroup, Topics, dlq_record, plan_outputs
 from moderation.worker.http import Readiness
 from moderation.worker.metrics import WorkerMetrics
 from moderation.worker.produce import Refused, Writer, produce_groups
+from moderation.worker.summary import Summary
 
 
 class BatchTimeout(ModerationError):
@@ -55,6 +57,7 @@ class ModerationService:
         self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="ort")
         self.log = get_logger("moderation.worker", worker_id=worker_id)
         self.batches = 0
+        self.summary = Summary()
         self.readiness = readiness or Readiness()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -85,6 +88,7 @@ class ModerationService:
         return max(0.0, (now or time.monotonic()) - self.batch_started - self.batch_timeout_s)
 
     async def _handle(self, messages: Sequence[Message], writer: Writer) -> BatchResult:
+        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, self.pipeline.run, messages)
         t0 = time.perf_counter()
@@ -92,12 +96,19 @@ class ModerationService:
         refused = await produce_groups(groups, writer)
         if refused:
             await self._dead_letter_refused(result, refused, writer)
-        produce_s = time.perf_counter() - t0
+        done = time.perf_counter()
+        produce_s = done - t0
         self.metrics.observe_batch(result, produce_s)
+        self.summary.add(result, done - started)
+        if self.log.isEnabledFor(logging.DEBUG):  # per batch = per post at low rates: info gets the summary
+            self._log_batch(messages, result, produce_s)
+        return result
+
+    def _log_batch(self, messages: Sequence[Message], result: BatchResult, produce_s: float) -> None:
         actions: dict[str, int] = {}
         for item in result.moderated:
             actions[item.decision.action] = actions.get(item.decision.action, 0) + 1
-        self.log.info(
+        self.log.debug(
             "batch",
             batch_id=self.batches,
             size=len(messages),
@@ -109,7 +120,10 @@ class ModerationService:
             timings_ms={k: round(v * 1000, 2) for k, v in {**result.timings, "produce": produce_s}.items()},
             partitions=sorted({m.origin.partition for m in messages}),
         )
-        return result
+
+    def log_summary(self, **extra: Any) -> None:
+        """The info line of the interval since the last one (see :mod:`moderation.worker.summary`)."""
+        self.log.info("summary", **self.summary.take(logged_since_last_call()), **extra)
 
     async def _dead_letter_refused(self, result: BatchResult, refused: list[Refused], writer: Writer) -> None:
         """Posts whose records the broker refused go to the DLQ; a refused DLQ copy is re-sent bare

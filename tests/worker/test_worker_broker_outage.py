@@ -99,10 +99,16 @@ async def test_idle_outage_logs_little_and_the_worker_resumes(
 
         await produce(broker.bootstrap, setup.input_topic, [post(2, "after the outage")])
         decisions = await read_topic(broker.bootstrap, setup.topic("decisions"), expect=2, timeout_s=90)
+        deadline = time.monotonic() + 20  # the broker is probed every 5 s
+        while not any(e.get("event") == "broker_back" for e in worker.events()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
     finally:
         code = await asyncio.to_thread(worker.terminate)
     assert {r.key for r in decisions} == {b"p00001", b"p00002"}
     assert code == 0, worker.log_tail()
+    states = [e for e in worker.events() if e.get("event") in ("broker_lost", "broker_back")]
+    assert [e["event"] for e in states] == ["broker_lost", "broker_back"], states  # once each, not per retry
+    assert states[0]["level"] == "warning" and 10 <= states[1]["down_s"] <= 60, states
     per_second = len(outage) / (up_at - down_at)
     # was 3,600-6,500 lines/s: now the first of each kind, then one summary per window
     assert per_second < 4, f"{len(outage)} log lines in {up_at - down_at:.0f} s of outage"
@@ -118,7 +124,12 @@ async def test_outage_mid_batch_fails_liveness_and_exits_promptly(
     setup = await _setup(broker, tiny_model_dir, tiny_policy_file, tmp_path, "outage-batch")
     # one-post batches and a backlog: the worker is certainly in the middle of a batch when the broker freezes
     setup.extra_env.update(
-        {"MODERATION_BATCH_TIMEOUT_S": "4", "MODERATION_SHUTDOWN_GRACE_S": "5", "MODERATION_MAX_BATCH": "1"}
+        {
+            "MODERATION_BATCH_TIMEOUT_S": "4",
+            "MODERATION_SHUTDOWN_GRACE_S": "5",
+            "MODERATION_MAX_BATCH": "1",
+            "MODERATION_LOG_LEVEL": "debug",  # a "batch" line per batch, to see the stream under way
+        }
     )
     await produce(broker.bootstrap, setup.input_topic, [post(i, f"post {i}") for i in range(5_000)])
     worker = WorkerProcess(setup, "w-stuck")
