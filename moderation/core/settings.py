@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers, comma separated; unset: the local broker `moderation kafka up` runs "
         "(its state file, see kafka_state_dir), else start-up stops naming both (moderation/core/bootstrap.py).",
     )
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed",
+        description="What every consumer reads: read_committed skips records of aborted transactions and waits "
+        "at an open transaction (the last stable offset); read_uncommitted reads them all.",
+    )
     group_id: str = Field("moderation-workers", description="Consumer group shared by all worker replicas.")
     input_topic: str = Field("posts", description="Topic producers write posts to.")
     decisions_topic: str = Field("moderation.decisions", description="Audit trail: one record per post.")

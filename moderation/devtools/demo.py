@@ -127,7 +127,9 @@ async def watch(
     positioned: asyncio.Event,
 ) -> None:
     """Follow decisions and the DLQ from their current ends until every post is accounted for."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=settings.isolation_level
+    )
     await consumer.start()
     try:
         tps = [

@@ -113,6 +113,7 @@ async def tail_topic(settings: Settings, topic: str, *, from_beginning: bool, li
         topic,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
+        isolation_level=settings.isolation_level,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         **client_kwargs(settings),

@@ -106,6 +106,7 @@ async def consume(settings: Settings, metrics: LLMReviewMetrics, state: ReviewSt
         group_id=settings.llm_group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.isolation_level,
         metadata_max_age_ms=settings.metadata_max_age_ms,
         session_timeout_ms=settings.session_timeout_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,

@@ -78,6 +78,7 @@ async def read_verdicts(settings: Settings, timeout_s: float = 120.0) -> list[di
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.isolation_level,
         **client_kwargs(settings),
     )
     try:

@@ -41,6 +41,7 @@ def make_consumer(settings: Settings, group_instance_id: str | None) -> AIOKafka
         group_instance_id=group_instance_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.isolation_level,  # posts of aborted transactions are never decided
         max_poll_records=settings.max_batch,
         max_poll_interval_ms=settings.max_poll_interval_ms,
         session_timeout_ms=settings.session_timeout_ms,

@@ -96,6 +96,25 @@ async def produce(
     return sent
 
 
+async def produce_transactions(
+    bootstrap: str, topic: str, transactions: Iterable[tuple[bool, Iterable[tuple[bytes | None, bytes]]]]
+) -> None:
+    """Each ``(commit, records)`` in a transaction of its own, committed or aborted only once every record of
+    it is on the broker: aborted records really are in the log, between committed ones."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"test-{topic}", enable_idempotence=True, acks="all"
+    )
+    await asyncio.wait_for(producer.start(), 30)
+    try:
+        for commit, records in transactions:
+            await producer.begin_transaction()
+            futures = [await producer.send(topic, value, key=key) for key, value in records]
+            await asyncio.wait_for(asyncio.gather(*futures), 60)
+            await (producer.commit_transaction() if commit else producer.abort_transaction())
+    finally:
+        await producer.stop()
+
+
 async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
     """Stop a consumer without letting a dead broker hide what the caller found (aiokafka's fetcher
     can leak its own task's CancelledError out of ``stop()`` when the broker is gone)."""

@@ -42,6 +42,7 @@ async def serve(settings: Settings) -> int:
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.isolation_level,  # as the shipped worker reads
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await consumer.start()

@@ -293,6 +293,7 @@ class Feed:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level=s.isolation_level,
             metadata_max_age_ms=s.metadata_max_age_ms,
             **security.client_kwargs(s),
         )
