@@ -121,9 +121,11 @@ def post_document(item: Moderated) -> dict[str, Any]:
 
 
 def llm_review_document(item: Moderated, audit: dict[str, Any]) -> dict[str, Any]:
-    """Everything an LLM reviewer needs without another lookup."""
+    """Everything an LLM reviewer needs without another lookup, and the thresholds the decision was made
+    with, so that the LLM consumer can refuse an answer that contradicts it (``moderation.review.guard``)."""
     return {
         **audit,
+        "thresholds": {name: dict(limits) for name, limits in item.decision.thresholds.items()},
         "post": post_document(item),
         "question": (
             "The automatic moderator was not sure enough. Read the post, its scores and the triggers, "

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from moderation.core.errors import ConfigError, PolicyError
 from moderation.core.settings import Settings
+from moderation.pipeline.injection import injection_signals
 from moderation.pipeline.records import Action, Decision, Post, Scores
 
-TRIGGERS = ("low_confidence", "multi_factor", "high_stakes", "novel_input")
+TRIGGERS = ("low_confidence", "multi_factor", "high_stakes", "novel_input", "prompt_injection")
 _RANK: dict[Action, int] = {"allow": 0, "review": 1, "block": 2}
 
 
@@ -71,11 +72,32 @@ class NovelInput(_Strict):
     odd_char_ratio: float = Field(0.3, ge=0.0, le=1.0)
 
 
+class PromptInjection(_Strict):
+    """The text tries to instruct the reviewer (``moderation.pipeline.injection``). The LLM consumer never
+    applies an LLM verdict to such a post: it goes to people (``needs_human``, reason ``prompt_injection``)."""
+
+    enabled: bool = True
+    # an `allow` becomes `review` (held until a person decides) instead of being published meanwhile
+    hold: bool = True
+
+
 class Escalation(_Strict):
     low_confidence: LowConfidence = LowConfidence()
     multi_factor: MultiFactor = MultiFactor()
     high_stakes: HighStakes = HighStakes()
     novel_input: NovelInput = NovelInput()
+    prompt_injection: PromptInjection = PromptInjection()
+
+
+class LLMGuard(_Strict):
+    """How far an LLM verdict may move the SLM's decision (applied by ``moderation.review.guard``).
+
+    An LLM ``allow`` is not applied — the post goes to a person — when the SLM blocked it, or when a score
+    sits at or above its label's ``near_block`` point: ``review + near_block × (block − review)``, the
+    upper part of the review band (0 = the whole band, 1 = only scores at the block threshold).
+    """
+
+    near_block: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class Policy(_Strict):
@@ -88,6 +110,7 @@ class Policy(_Strict):
     category_task: str = "category"
     escalation: Escalation = Escalation()
     on_escalation: Literal["keep", "review"] = "keep"
+    llm_guard: LLMGuard = LLMGuard()
 
     @model_validator(mode="after")
     def _overrides_known(self) -> Policy:
@@ -189,8 +212,14 @@ def decide(policy: Policy, post: Post, scores: Scores) -> Decision:
             in_band.append(name)
             reasons.append(f"{name}={p:.2f} in review band [{limits.review:.2f}, {limits.block:.2f})")
 
-    triggers = _triggers(policy, post, action, in_band, confidence, category_prob)
-    reasons.extend(_TRIGGER_REASONS[t] for t in triggers)
+    injection = policy.escalation.prompt_injection
+    signals = injection_signals(post.text) if injection.enabled else ()
+    triggers = _triggers(policy, post, action, in_band, confidence, category_prob, bool(signals))
+    reasons.extend(_TRIGGER_REASONS[t] for t in triggers if t != "prompt_injection")
+    if signals:
+        reasons.append(f"{_TRIGGER_REASONS['prompt_injection']} ({', '.join(signals)})")
+        if injection.hold and action == "allow":
+            action = "review"
     if triggers and policy.on_escalation == "review" and action == "allow":
         action = "review"
     return Decision(
@@ -202,7 +231,18 @@ def decide(policy: Policy, post: Post, scores: Scores) -> Decision:
         triggers=triggers,
         confidence=round(confidence, 4),
         policy_version=policy.version,
+        thresholds=limits_in_force(policy, rules) if triggers else {},
     )
+
+
+def limits_in_force(policy: Policy, rules: Mapping[str, Thresholds]) -> dict[str, dict[str, float]]:
+    """Per label the thresholds a decision was made with and its near-block point (:class:`LLMGuard`), as
+    the LLM-review record carries them so that the LLM consumer can check an answer against them."""
+    near = policy.llm_guard.near_block
+    return {
+        name: {"review": t.review, "block": t.block, "near_block": round(t.review + near * (t.block - t.review), 4)}
+        for name, t in rules.items()
+    }
 
 
 _TRIGGER_REASONS = {
@@ -210,6 +250,7 @@ _TRIGGER_REASONS = {
     "multi_factor": "multi-factor: several labels in their review bands",
     "high_stakes": "high stakes: producer flagged this post (verified author, ad or large audience)",
     "novel_input": "novel input: unlike the training data (flat category scores, very long or odd text)",
+    "prompt_injection": "prompt injection: the text tries to instruct the reviewer",
 }
 
 
@@ -220,6 +261,7 @@ def _triggers(
     in_band: list[str],
     confidence: float,
     category_prob: float,
+    injected: bool = False,
 ) -> tuple[str, ...]:
     esc = policy.escalation
     fired: list[str] = []
@@ -231,6 +273,8 @@ def _triggers(
         fired.append("high_stakes")
     if esc.novel_input.enabled and _is_novel(post, category_prob, esc.novel_input):
         fired.append("novel_input")
+    if injected:
+        fired.append("prompt_injection")
     return tuple(fired)
 
 

@@ -6,6 +6,7 @@ I/O so every stage can be unit-tested without a broker.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +61,9 @@ class Decision:
     triggers: tuple[str, ...]  # escalation triggers that fired (non-empty → LLM review)
     confidence: float
     policy_version: str
+    # label → review / block thresholds and near-block point in force; set when escalated (the LLM
+    # consumer checks an answer against them, moderation.review.guard)
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
     def escalate(self) -> bool:

@@ -46,6 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from moderation.core.errors import ConfigError, ModelError
+from moderation.pipeline.injection import looks_like_injection
 from moderation.pipeline.policy import (
     Policy,
     Thresholds,
@@ -277,6 +278,7 @@ class Prepared:
     category_prob: np.ndarray
     text_len: np.ndarray
     odd_ratio: np.ndarray
+    injected: np.ndarray  # the prompt-injection detector flags the text
 
 
 def prepare(
@@ -310,6 +312,7 @@ def prepare(
         category_prob=category_prob,
         text_len=np.array([len(t) for t in texts]),
         odd_ratio=np.array([odd_char_ratio(t) for t in texts]),
+        injected=np.array([looks_like_injection(t) for t in texts], dtype=bool),
     )
 
 
@@ -376,6 +379,10 @@ def simulate(
             | (prep.text_len > rule.long_text_chars)
             | (prep.odd_ratio > rule.odd_char_ratio)
         )
+    if esc.prompt_injection.enabled:
+        triggered |= prep.injected
+        if esc.prompt_injection.hold:
+            action = np.where(prep.injected & (action == ALLOW), REVIEW, action)
     if policy.on_escalation == "review":
         action = np.where(triggered & (action == ALLOW), REVIEW, action)
     return action, triggered | (action == REVIEW)

@@ -43,6 +43,7 @@ def test_llm_review_record_is_self_contained() -> None:
     doc = orjson.loads(llm.value)
     assert doc["post"]["text"] == "text of c" and doc["triggers"] == ["low_confidence"]
     assert doc["scores"] == {"toxicity": {"toxic": 0.6}} and doc["reasons"]
+    assert doc["thresholds"] == {"toxicity.toxic": {"review": 0.5, "block": 0.9, "near_block": 0.7}}
     assert ("triggers", b"low_confidence") in llm.headers
 
 
