@@ -51,7 +51,7 @@ def kafka_bootstrap() -> Iterator[str]:
     in CI), else started here and stopped at the end. Never skips: no broker is a failure.
     """
     settings = Settings()
-    if "bootstrap_servers" in settings.model_fields_set:
+    if settings.bootstrap_servers.strip():  # empty is unset (moderation/core/bootstrap.py)
         host, port = parse_host_port(settings.bootstrap_servers)
         if probe.is_ready(host, port, timeout_s=5.0):
             yield settings.bootstrap_servers
