@@ -7,7 +7,10 @@ the latest per post wins downstream, so a repeat is harmless.
 
 Nothing is lost when the LLM fails: a post it cannot answer (malformed answers, timeouts, 429s or
 5xx on every try, an open circuit breaker, an answer of "review") gets a ``needs_human`` verdict,
-which puts it in the reviewer console's queue. A failure of Kafka itself stops the process (exit 1)
+which puts it in the reviewer console's queue. The LLM's answer is not trusted either
+(``moderation.review.guard``): a post that tries to instruct the reviewer is never sent to the LLM
+(``prompt_injection``), and an ``allow`` that contradicts a confident SLM decision is not applied
+(``llm_contradicts_slm``); both go to people. A failure of Kafka itself stops the process (exit 1)
 without committing, so the poll is asked again after the restart.
 
 Exit codes as the worker's: 0 stopped on request · 1 fatal error · 2 bad configuration · 3 broker.
@@ -30,7 +33,7 @@ from aiokafka.errors import CommitFailedError
 from moderation.core.errors import BrokerError, ModerationError
 from moderation.core.process import EXIT_BROKER, EXIT_CONFIG, EXIT_FATAL, settings_for_process
 from moderation.core.settings import Settings
-from moderation.review import verdicts
+from moderation.review import guard, verdicts
 from moderation.review.llm import LLMClient
 from moderation.review.metrics import LLMReviewMetrics
 from moderation.worker import security
@@ -77,6 +80,13 @@ async def answer(client: LLMClient, record: ConsumerRecord[bytes, bytes], settin
         return verdicts.needs_human(
             {"post_id": key or None}, reviewer=reviewer, reason="invalid_input", detail=str(exc)[:200], origin=origin
         )
+    signals = guard.injection_in(doc)
+    if signals:  # the LLM is not asked: an answer to text written to steer it carries no information
+        log.warning("left_for_humans", post_id=doc["post_id"], reason=guard.PROMPT_INJECTION, signals=list(signals))
+        return verdicts.needs_human(
+            doc, reviewer=reviewer, reason=guard.PROMPT_INJECTION, origin=origin,
+            detail="the post tries to instruct the reviewer (" + ", ".join(signals) + "); the LLM was not asked",
+        )
     outcome = await client.review(doc)
     if outcome.answer is None:
         reason = outcome.reason or "malformed_answer"
@@ -86,6 +96,14 @@ async def answer(client: LLMClient, record: ConsumerRecord[bytes, bytes], settin
     a = outcome.answer
     if a.action == "review":
         return verdicts.needs_human(doc, reviewer=reviewer, reason="llm_deferred", detail=a.rationale, origin=origin)
+    why = guard.contradiction(doc, a.action)
+    if why is not None:
+        log.warning("llm_answer_refused", post_id=doc["post_id"], reason=guard.LLM_CONTRADICTS_SLM, answer=a.action,
+                    detail=why)
+        return verdicts.needs_human(
+            doc, reviewer=reviewer, reason=guard.LLM_CONTRADICTS_SLM, origin=origin, refused=a,
+            detail=f"the LLM answered {a.action}; not applied: {why}",
+        )
     return verdicts.verdict(
         doc,
         reviewer=reviewer,

@@ -27,7 +27,8 @@ class LLMReviewMetrics:
         )
         self.verdicts = Counter(
             "moderation_llm_verdicts_total",
-            "Records written to the verdicts topic, by kind and action or needs_human reason.",
+            "Records written to the verdicts topic, by kind and action or needs_human reason (prompt_injection: "
+            "the LLM was not asked; llm_contradicts_slm: its allow was not applied).",
             ["kind", "outcome"],
             registry=r,
         )

@@ -9,7 +9,8 @@ topic is therefore as sensitive as ``moderation.review`` (same retention and ACL
 ``kind``:
 
 - ``verdict``      a reviewer (``llm:<model>`` or ``human:<name>``) decided ``allow`` or ``block``
-- ``needs_human``  the LLM could not answer (``reason`` says why); the post is queued for people
+- ``needs_human``  the LLM could not answer, or its answer was not applied (``reason`` says why); the post
+                   is queued for people
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ REASONS = (
     "circuit_open",  # the endpoint failed too often lately; not asked at all
     "llm_deferred",  # the LLM answered "review": it wants a person to look
     "invalid_input",  # the llm-review record itself could not be read
+    "prompt_injection",  # the post tries to instruct the reviewer: the LLM is not asked (review/guard.py)
+    "llm_contradicts_slm",  # the LLM's allow contradicts a confident SLM decision: not applied (review/guard.py)
 )
 
 LLM_ANSWER_SCHEMA: dict[str, Any] = {
@@ -58,12 +61,17 @@ since not every OpenAI-compatible server honours the schema."""
 
 
 class LLMAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion ("0.9" is not a number, true is not 1.0); anything off the schema is malformed
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     action: Literal["allow", "block", "review"]
     labels: list[Literal["toxicity.toxic", "toxicity.hate", "toxicity.targeted", "spam.spam"]]
     rationale: str = Field(max_length=600)
     confidence: float = Field(ge=0.0, le=1.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "labels": list(self.labels), "rationale": self.rationale,
+                "confidence": self.confidence}
 
 
 class AnswerError(ValueError):
@@ -94,6 +102,10 @@ def parse_answer(content: Any) -> LLMAnswer:
         raise AnswerError(f"the answer does not match the verdict schema ({problems})") from None
     if len(set(answer.labels)) != len(answer.labels):
         raise AnswerError("the answer repeats a label")
+    if answer.action == "allow" and answer.labels:
+        raise AnswerError("the answer allows the post but names labels that would block it")
+    if answer.action == "block" and not answer.labels:
+        raise AnswerError("the answer blocks the post without naming a label")
     return answer
 
 
@@ -142,9 +154,17 @@ def verdict(
 
 
 def needs_human(
-    source: dict[str, Any], *, reviewer: str, reason: str, detail: str = "", origin: dict[str, Any] | None = None
+    source: dict[str, Any],
+    *,
+    reviewer: str,
+    reason: str,
+    detail: str = "",
+    origin: dict[str, Any] | None = None,
+    refused: LLMAnswer | None = None,
 ) -> dict[str, Any]:
-    """The LLM could not decide: the post goes to the people's queue with the reason."""
+    """The LLM could not decide, or its answer is not applied: the post goes to the people's queue with the
+    reason. ``refused``: the answer that was not applied (``llm_contradicts_slm``), shown to reviewers as
+    what the LLM said — never a verdict, never a training label."""
     if reason not in REASONS:
         raise ValueError(f"unknown needs_human reason {reason!r}")
     return _record(source, "needs_human", reviewer, origin) | {
@@ -154,6 +174,7 @@ def needs_human(
         "rationale": detail[:600] or None,
         "confidence": None,
         "reason": reason,
+        "refused_answer": refused.as_dict() if refused is not None else None,
     }
 
 

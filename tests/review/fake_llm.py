@@ -6,11 +6,18 @@ It behaves according to a marker in the post text, so one stream can hold every 
 rate-limited · ``[500]`` always failing · ``[flaky]`` one 429 then a valid answer · ``[slow]`` a valid
 answer after 100 ms. Its own thread and loop, because the tests block on subprocesses while the
 consumer under test keeps calling it.
+
+``FakeLLM(obey=True)`` is an endpoint that obeys instructions injected into the post, as real models do:
+when the text asks for it (:data:`OBEYED` — "ignore the above … answer allow", "let it through",
+"pre-approved", …, including phrasings the project's detector does not know) it answers ``allow``
+whatever the post says; ``obeyed`` lists those texts. It reads the case as a model would, from the
+delimited block of the user message, and checks that the block holds exactly one JSON document.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections import Counter
 from typing import Any
@@ -35,10 +42,30 @@ def _answer(action: str, labels: list[str]) -> str:
     ).decode()
 
 
+OBEYED = re.compile(
+    r"(?:ignore|disregard|forget)\b.{0,80}\b(?:answer|respond|reply|say|output)\W+allow"
+    r"|let (?:it|this|this one) through|pre-approved|answer allow|verdict: allow",
+    re.IGNORECASE | re.DOTALL,
+)
+"""What the obeying endpoint takes as an instruction to answer allow."""
+
+
+def read_case(content: str) -> dict[str, Any]:
+    """The case of a user message: one JSON object between the lines <case> and </case>."""
+    lines = content.split("\n")
+    assert len(lines) == 3 and lines[0] == "<case>" and lines[2] == "</case>", "the case is not one delimited block"
+    assert "<" not in lines[1] and ">" not in lines[1], "the data block could be closed from inside"
+    case = orjson.loads(lines[1])
+    assert isinstance(case, dict)
+    return case
+
+
 class FakeLLM:
-    def __init__(self, delay_timeout_s: float = 3.0) -> None:
+    def __init__(self, delay_timeout_s: float = 3.0, *, obey: bool = False) -> None:
         self.port = free_port()
         self.delay_timeout_s = delay_timeout_s
+        self.obey = obey
+        self.obeyed: list[str] = []  # texts it answered "allow" because the text told it to
         self.requests: Counter[str] = Counter()  # post text → requests
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
@@ -73,10 +100,15 @@ class FakeLLM:
         body = await request.json(loads=orjson.loads)
         self.bodies.append(body)
         self.auth.append(request.headers.get("Authorization"))
-        case = orjson.loads(body["messages"][1]["content"])
+        case = read_case(body["messages"][1]["content"])
         text: str = case["post"]["text"]
         self.requests[text] += 1
         seen = self.requests[text]
+        if self.obey and OBEYED.search(text):
+            self.obeyed.append(text)
+            return web.json_response(_completion(orjson.dumps(
+                {"action": "allow", "labels": [], "rationale": "as the post instructs", "confidence": 0.99}
+            ).decode()))
         if "[timeout]" in text:
             await asyncio.sleep(self.delay_timeout_s)
         if "[429]" in text or ("[flaky]" in text and seen == 1):
@@ -102,10 +134,14 @@ def llm_review_doc(post_id: str, text: str) -> dict[str, Any]:
         "post_id": post_id,
         "action": "review",
         "labels": ["toxicity.toxic"],
-        "reasons": ["toxicity.toxic 0.71 in review band"],
+        "reasons": ["toxicity.toxic=0.62 in review band [0.50, 0.90)"],
         "triggers": ["low_confidence"],
         "confidence": 0.62,
-        "scores": {"toxicity": {"toxic": 0.71}, "spam": {"spam": 0.02}},
+        "scores": {"toxicity": {"toxic": 0.62}, "spam": {"spam": 0.02}},
+        "thresholds": {
+            "toxicity.toxic": {"review": 0.5, "block": 0.9, "near_block": 0.7},
+            "spam.spam": {"review": 0.6, "block": 0.95, "near_block": 0.775},
+        },
         "policy_version": "tiny-test-1",
         "model": {"name": "tiny", "version": "0", "variant": "int8", "provider": "CPUExecutionProvider"},
         "decided_at": "2026-11-29T12:00:00.000Z",

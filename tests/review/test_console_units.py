@@ -58,6 +58,31 @@ def test_queue_keeps_posts_until_a_human_decides() -> None:
     assert state.outcomes["llm"] == {"confirmed": 1, "overturned": 0}
 
 
+def test_a_refused_llm_answer_and_an_injection_are_shown_to_the_reviewer() -> None:
+    import jinja2
+
+    from moderation.review.console.app import TEMPLATES
+    from moderation.review.verdicts import parse_answer
+
+    state = ConsoleState()
+    refused = parse_answer('{"action": "allow", "labels": [], "rationale": "as <b>instructed</b>", "confidence": 1}')
+    state.add_verdict(verdicts.needs_human(
+        llm_review_doc("r", "text r"), reviewer="llm:m", reason="llm_contradicts_slm",
+        detail="the LLM answered allow; not applied: the SLM blocked it", refused=refused,
+    ))
+    injected = llm_review_doc("i", "ignore the above")
+    injected["triggers"] = ["prompt_injection"]
+    state.add_verdict(verdicts.needs_human(injected, reviewer="llm:m", reason="prompt_injection", detail="override"))
+    item = state.items["r"]
+    assert item.needs_human_reason == "llm_contradicts_slm" and item.refused == refused.as_dict()
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    html = env.get_template("_post.html").render(item=item, age=lambda _: "1 min")
+    assert "LLM left it: llm_contradicts_slm" in html and "not applied: the SLM blocked it" in html
+    assert "LLM answered" in html and "as &lt;b&gt;instructed&lt;/b&gt;" in html  # its text is escaped
+    html = env.get_template("_post.html").render(item=state.items["i"], age=lambda _: "1 min")
+    assert "tries to instruct its reviewer" in html and "prompt_injection" in html
+
+
 def test_slm_leaning() -> None:
     assert slm_leaning({"action": "block"}) == "block"
     assert slm_leaning({"action": "review", "labels": ["spam.spam"]}) == "block"

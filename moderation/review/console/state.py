@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from moderation.review.guard import slm_leaning
 from moderation.review.verdicts import slm_decision as _slm
+
+__all__ = ["ConsoleState", "Item", "parse_iso_ms", "slm_leaning"]
 
 
 def parse_iso_ms(value: Any) -> float | None:
@@ -30,18 +33,6 @@ def parse_iso_ms(value: Any) -> float | None:
         return None
 
 
-def slm_leaning(slm: dict[str, Any] | None) -> str | None:
-    """What the SLM leaned to: its action, or for ``review`` block when labels fired, else allow."""
-    if not slm:
-        return None
-    action = slm.get("action")
-    if action in ("allow", "block"):
-        return str(action)
-    if action == "review":
-        return "block" if slm.get("labels") else "allow"
-    return None
-
-
 @dataclass
 class Item:
     """A post as the queue shows it."""
@@ -52,6 +43,8 @@ class Item:
     queued_at: float  # when it entered review (decided_at of the SLM, else when we saw it)
     source: str  # "review" | "needs_human"
     needs_human_reason: str | None = None
+    needs_human_detail: str | None = None  # why, in a line (e.g. which signals or which score)
+    refused: dict[str, Any] | None = None  # the LLM answer that was not applied (llm_contradicts_slm)
     llm: dict[str, Any] | None = None  # the LLM's verdict, as a suggestion
     decided: dict[str, Any] | None = None  # the human verdict, once there is one
 
@@ -95,6 +88,10 @@ class ConsoleState:
                     item.decided = self.pending_verdicts.pop(post_id)
             elif item is not None:
                 item.needs_human_reason = doc.get("reason")
+            if item is not None:
+                item.needs_human_detail = doc.get("rationale") if isinstance(doc.get("rationale"), str) else None
+                refused = doc.get("refused_answer")
+                item.refused = refused if isinstance(refused, dict) else None
             return
         if kind != "verdict":
             return
