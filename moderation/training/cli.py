@@ -46,7 +46,8 @@ def _loso(args: argparse.Namespace) -> int:
 
 
 def _feedback(args: argparse.Namespace) -> int:
-    """Export moderation.verdicts to labelled JSON lines (latest verdict per post; human over LLM)."""
+    """Export moderation.verdicts to labelled JSON lines (latest verdict per post; human over LLM; an LLM
+    verdict only when the SLM agrees, at half weight)."""
     from moderation.core.bootstrap import resolved
     from moderation.core.settings import load_settings
     from moderation.training.feedback import export
@@ -56,8 +57,9 @@ def _feedback(args: argparse.Namespace) -> int:
     print(f"kafka: {where.describe()}", file=sys.stderr)
     counts = export(settings, out)
     print(
-        f"wrote {out}: {counts['posts']} labelled posts ({counts['human']} human, {counts['llm']} LLM) "
-        f"from {counts['records']} verdict records"
+        f"wrote {out}: {counts['posts']} labelled posts ({counts['human']} human, {counts['llm']} LLM agreed by the "
+        f"SLM at weight 0.5) from {counts['records']} verdict records; {counts['llm_left_out']} LLM verdicts left "
+        "out (no second signal, or the post tries to instruct its reviewer)"
     )
     return 0
 

@@ -76,7 +76,8 @@ class Example:
     ``target``/``mask`` have one entry per label for multi-label toxicity (mask 0 = this data set
     does not annotate that label, so it contributes no loss); for multi-class tasks ``target`` is
     ``(class_index,)`` and ``mask`` is ``(1,)``. ``group`` sub-divides a source for reporting
-    (HateCheck functionality, OLID test level).
+    (HateCheck functionality, OLID test level). ``weight`` scales the example's loss (review feedback:
+    an LLM verdict the SLM agrees with counts half, ``training/feedback.py``).
     """
 
     text: str
@@ -85,6 +86,7 @@ class Example:
     mask: tuple[int, ...]
     source: str
     group: str = ""
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)

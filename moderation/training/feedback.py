@@ -2,13 +2,20 @@
 
 Export: ``moderation.verdicts`` is read from the beginning to its current end; per post the verdict
 that counts is the latest **human** verdict, else the latest LLM verdict (people overrule the LLM
-whatever the order); ``needs_human`` records are not answers and are skipped. Each counted verdict
+whatever the order); ``needs_human`` records are not answers and are skipped. An LLM verdict is a
+training label only when a second signal backs it (``moderation.review.guard.slm_agrees``: the SLM
+leaned the same way, for ``block`` with a label in common), and then at half the weight of a person's
+(:data:`LLM_AGREED_WEIGHT`); an LLM verdict the SLM does not back is left out, and so is any LLM
+verdict on a post that tries to instruct its reviewer (the ``prompt_injection`` trigger, or the
+detector on the text now) — whatever the LLM consumer that wrote it checked. Each counted verdict
 becomes one JSON line: ``{"id", "text", "action", "labels", "category", "reviewer", "reviewer_kind",
-"decided_at", "overrides_action"}``.
+"decided_at", "overrides_action", "source", "weight"}`` with ``source`` ``human`` (weight 1.0) or
+``llm+slm`` (weight 0.5).
 
 Build: every line becomes one example per task (toxicity from the labels, spam from ``spam.spam``,
-category when the reviewer set one) under the source ``review_feedback``, hash-split 90/10 into train
-and val only. Test splits stay the public data sets' own, so feedback can never leak into evaluation.
+category when the reviewer set one) under the source ``review_feedback``, with the line's weight as
+its loss weight, hash-split 90/10 into train and val only. Test splits stay the public data sets' own,
+so feedback can never leak into evaluation.
 """
 
 from __future__ import annotations
@@ -23,10 +30,15 @@ import orjson
 
 from moderation.core.errors import BrokerError, ConfigError
 from moderation.core.settings import Settings
+from moderation.review import guard
 from moderation.training import data as D
 
 FEEDBACK_VAL = 0.10
 _RANK = {"human": 1, "llm": 0}
+HUMAN_WEIGHT = 1.0
+LLM_AGREED_WEIGHT = 0.5
+"""Loss weight of an LLM verdict the SLM agrees with: the SLM was unsure (that is why it escalated), so two
+machine signals together count for half a person."""
 
 
 def latest_verdicts(docs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -44,10 +56,29 @@ def latest_verdicts(docs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return {post_id: doc for post_id, (_, doc) in best.items()}
 
 
+def provenance(doc: dict[str, Any]) -> tuple[str, float] | None:
+    """(source, weight) of a counted verdict as a training label, or None when it must not be one: an LLM
+    verdict without a second signal, or on a post that tries to instruct its reviewer."""
+    if doc.get("reviewer_kind") == "human":
+        return "human", HUMAN_WEIGHT
+    if doc.get("reviewer_kind") != "llm":
+        return None
+    overrides = doc.get("overrides") if isinstance(doc.get("overrides"), dict) else None
+    if guard.injection_in({"triggers": (overrides or {}).get("triggers"), "post": doc.get("post")}):
+        return None
+    labels = [str(x) for x in doc.get("labels") or []]
+    if not guard.slm_agrees(overrides, str(doc.get("action")), labels):
+        return None
+    return "llm+slm", LLM_AGREED_WEIGHT
+
+
 def labelled(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """One verdict → one labelled line; None when it carries no text to learn from."""
+    """One verdict → one labelled line; None when it carries no text to learn from or must not teach."""
     text = (doc.get("post") or {}).get("text")
     if not isinstance(text, str) or not text.strip():
+        return None
+    origin = provenance(doc)
+    if origin is None:
         return None
     return {
         "id": doc["post_id"],
@@ -59,6 +90,8 @@ def labelled(doc: dict[str, Any]) -> dict[str, Any] | None:
         "reviewer_kind": doc.get("reviewer_kind"),
         "decided_at": doc.get("decided_at"),
         "overrides_action": (doc.get("overrides") or {}).get("action"),
+        "source": origin[0],
+        "weight": origin[1],
     }
 
 
@@ -134,29 +167,47 @@ def export(settings: Settings, out: Path) -> dict[str, int]:
 
 async def export_async(settings: Settings, out: Path) -> dict[str, int]:
     docs = await read_verdicts(settings)
+    chosen = latest_verdicts(docs)
     lines = labelled_lines(docs)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     return {
         "records": len(docs),
         "posts": len(lines),
-        "human": sum(1 for line in lines if line["reviewer_kind"] == "human"),
-        "llm": sum(1 for line in lines if line["reviewer_kind"] == "llm"),
+        "human": sum(1 for line in lines if line["source"] == "human"),
+        "llm": sum(1 for line in lines if line["source"] == "llm+slm"),
+        "llm_left_out": sum(1 for d in chosen.values() if d.get("reviewer_kind") == "llm") - sum(
+            1 for line in lines if line["source"] == "llm+slm"
+        ),
     }
 
 
 def examples_of(line: dict[str, Any]) -> list[D.Example]:
     """One labelled line → its examples (toxicity, spam, and category when set)."""
     text, labels = D.clean(str(line["text"])), set(line.get("labels") or [])
+    weight = line_weight(line)
     tox = tuple(int(f"toxicity.{name}" in labels) for name in D.TOXICITY_LABELS)
+    kind = str(line.get("reviewer_kind") or "")
     out = [
-        D.Example(text, "toxicity", tox, (1,) * len(tox), D.FEEDBACK_SOURCE, str(line.get("reviewer_kind") or "")),
-        D.Example(text, "spam", (int("spam.spam" in labels),), (1,), D.FEEDBACK_SOURCE, "verdict"),
+        D.Example(text, "toxicity", tox, (1,) * len(tox), D.FEEDBACK_SOURCE, kind, weight),
+        D.Example(text, "spam", (int("spam.spam" in labels),), (1,), D.FEEDBACK_SOURCE, "verdict", weight),
     ]
     category = line.get("category")
     if category in D.CATEGORY_LABELS:
-        out.append(D.Example(text, "category", (D.CATEGORY_LABELS.index(category),), (1,), D.FEEDBACK_SOURCE))
+        out.append(
+            D.Example(text, "category", (D.CATEGORY_LABELS.index(category),), (1,), D.FEEDBACK_SOURCE, "", weight)
+        )
     return out
+
+
+def line_weight(line: dict[str, Any]) -> float:
+    """A line's loss weight: its ``weight`` (in (0, 1]), or 1.0 for files exported before there was one."""
+    if "weight" not in line:
+        return HUMAN_WEIGHT
+    weight = line["weight"]
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 < weight <= 1.0:
+        raise ValueError(f"weight {weight!r} is not a number in (0, 1]")
+    return float(weight)
 
 
 def load_examples(path: Path) -> list[D.Example]:

@@ -24,23 +24,23 @@ def gold_targets(examples: list[D.Example]) -> Targets:
          "cat_p": np.zeros((n, len(D.CATEGORY_LABELS)), np.float32), "cat_w": np.zeros(n, np.float32)}
     for i, e in enumerate(examples):
         if e.task == "toxicity":
-            t["tox_y"][i], t["tox_w"][i] = e.target, e.mask
+            t["tox_y"][i], t["tox_w"][i] = e.target, np.asarray(e.mask, np.float32) * e.weight
         elif e.task == "spam":
-            t["spam_p"][i, e.target[0]], t["spam_w"][i] = 1.0, 1.0
+            t["spam_p"][i, e.target[0]], t["spam_w"][i] = 1.0, e.weight
         else:
-            t["cat_p"][i, e.target[0]], t["cat_w"][i] = 1.0, 1.0
+            t["cat_p"][i, e.target[0]], t["cat_w"][i] = 1.0, e.weight
     return t
 
 
 def distilled_targets(gold: Targets, teacher: dict[str, np.ndarray], beta: float, off_weight: float) -> Targets:
     """Gold mixed with the teacher where a gold label exists; the teacher alone (weight ``off_weight``) elsewhere."""
-    has = gold["tox_w"] > 0
+    has = gold["tox_w"] > 0  # a gold label keeps its own weight (1, or less for an example that counts less)
     out = {"tox_y": np.where(has, (1 - beta) * gold["tox_y"] + beta * teacher["toxicity"], teacher["toxicity"]),
-           "tox_w": np.where(has, 1.0, off_weight)}
+           "tox_w": np.where(has, gold["tox_w"], off_weight)}
     for key, task in (("spam", "spam"), ("cat", "category")):
         has1 = (gold[f"{key}_w"] > 0)[:, None]
         out[f"{key}_p"] = np.where(has1, (1 - beta) * gold[f"{key}_p"] + beta * teacher[task], teacher[task])
-        out[f"{key}_w"] = np.where(has1[:, 0], 1.0, off_weight)
+        out[f"{key}_w"] = np.where(has1[:, 0], gold[f"{key}_w"], off_weight)
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
