@@ -117,6 +117,11 @@ class WorkerMetrics:
         )
         self.cache_hits = Counter("moderation_cache_hits_total", "Posts scored from the dedupe cache.", registry=r)
         self.cache_misses = Counter("moderation_cache_misses_total", "Unique texts sent to the model.", registry=r)
+        self.cache_entries = Gauge(
+            "moderation_dedupe_cache_entries",
+            "Texts in the dedupe cache now (at most MODERATION_DEDUPE_CACHE_SIZE).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "moderation_batch_size", "Posts per micro-batch.", buckets=BATCH_BUCKETS, registry=r
         )

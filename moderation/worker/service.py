@@ -47,6 +47,7 @@ class ModerationService:
         max_record_bytes: int = 1_000_000,
     ) -> None:
         self.pipeline = pipeline
+        metrics.cache_entries.set_function(lambda: len(pipeline.cache))
         self.topics = topics
         self.metrics = metrics
         self.model_info = model_info
