@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-v1 models-eval \
-	bench bench-engine bench-gpu bench-gpu-dry gpu-carry faults loadtest k8s clean
+	bench bench-engine bench-gpu bench-gpu-dry gpu-carry faults soak loadtest k8s clean
 
 help: ## Show the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -103,6 +103,11 @@ gpu-carry: setup ## Pack the wheelhouse a registry-less GPU machine needs (Pytho
 
 faults: setup ## Fault suite on a private broker: kill -9 x5 + broker restart in 30k posts, poison corpus, 4 codecs -> RELIABILITY.md.
 	$(BIN)/moderation bench faults --out bench-results/faults.json --report RELIABILITY.md
+
+SOAK_SECONDS ?= 4800
+SOAK_RATE ?= 28
+soak: setup ## One worker, 28 posts/s (SOAK_RATE) of mostly distinct texts for 80 min (SOAK_SECONDS), private broker: RSS slope, log lines/h -> RELIABILITY.md.
+	$(BIN)/moderation bench soak --seconds $(SOAK_SECONDS) --rate $(SOAK_RATE) --out bench-results/soak.json --report RELIABILITY.md
 
 LOAD_RATE ?= 14
 LOAD_DURATION ?= 60s

@@ -128,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="Benchmarks (engine alone, or end to end through Kafka) and the fault suite (faults)."
     )
-    bench.add_argument("target", choices=["engine", "pipeline", "gpu", "hotpath", "faults"])
+    bench.add_argument("target", choices=["engine", "pipeline", "gpu", "hotpath", "faults", "soak"])
     bench.add_argument("--out", default=None, help="Write results (JSON/markdown) here.")
-    bench.add_argument("--seconds", type=float, default=None, help="Time budget per measurement.")
+    bench.add_argument(
+        "--seconds", type=float, default=None, help="Time budget per measurement (soak: its length, default 4800)."
+    )
     bench.add_argument("--batch-sizes", default=None, help="Comma-separated batch sizes (engine, gpu).")
     bench.add_argument("--variants", default=None, help="Comma-separated model variants (engine: int8,fp32).")
     bench.add_argument("--posts", type=int, default=None, help="Posts per throughput run (pipeline).")
@@ -139,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", default=None, help="Comma-separated worker process counts sharing a topic (hotpath)."
     )
     bench.add_argument(
-        "--baseline", default=None, help="Another checkout whose worker runs alternately with this one (hotpath)."
+        "--baseline",
+        default=None,
+        help="Another checkout whose worker runs alternately with this one (hotpath) or beside it (soak).",
     )
     bench.add_argument("--rounds", type=int, default=None, help="Repeat every measurement this many times (hotpath).")
     bench.add_argument("--model", action="store_true", help="The real model instead of the free scorer (hotpath).")
@@ -148,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare-env", default=None, help="KEY=VALUE[,…]: also run each measurement with these settings (hotpath)."
     )
     bench.add_argument("--kills", type=int, default=None, help="Worker SIGKILLs during the stream (faults).")
+    bench.add_argument("--rate", type=float, default=None, help="Posts per second (soak: default 28).")
     bench.add_argument(
         "--scenarios", default=None, help="Comma-separated subset of kill,poison,codecs (faults; default all)."
     )

@@ -1,4 +1,4 @@
-"""``moderation bench {engine,gpu,pipeline,hotpath,faults}``: dispatch to the benchmark modules."""
+"""``moderation bench {engine,gpu,pipeline,hotpath,faults,soak}``: dispatch to the benchmark modules."""
 
 from __future__ import annotations
 
@@ -35,4 +35,8 @@ def run(args: argparse.Namespace) -> int:
         from moderation.devtools.bench.faults import run as run_faults
 
         return run_faults(args)
-    raise ConfigError(f"unknown benchmark target {args.target!r}: use engine, gpu, pipeline or faults")
+    if args.target == "soak":
+        from moderation.devtools.bench.soak import run as run_soak
+
+        return run_soak(args)
+    raise ConfigError(f"unknown benchmark target {args.target!r}: use engine, gpu, pipeline, faults or soak")

@@ -1362,9 +1362,10 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, mode: str, body: str) -> None:
-    """Replace this mode's section of ``path`` (created with a header if missing), keep everything else."""
-    begin, end = SECTION_BEGIN.format(mode=mode), SECTION_END.format(mode=mode)
+def write_section(path: Path, mode: str, body: str, *, begin: str = "", end: str = "") -> None:
+    """Replace this mode's section of ``path`` (created with a header if missing), keep everything else;
+    ``begin``/``end``: the markers of another command's section (the soak's)."""
+    begin, end = begin or SECTION_BEGIN.format(mode=mode), end or SECTION_END.format(mode=mode)
     text = path.read_text(encoding="utf-8") if path.is_file() else HEADER
     section = f"{begin}\n{body}{end}\n"
     a, b = text.find(begin), text.find(end)
