@@ -29,6 +29,7 @@ import json
 import logging
 import random
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -203,7 +204,7 @@ class Soak:
             f"soak-{label}", self.worker_env(topics, label), self.workdir / f"{label}.log", source=source
         )
         await asyncio.to_thread(worker.wait_ready, 180)
-        return Soaked(label, worker, observer, str(source) if source else "this checkout")
+        return Soaked(label, worker, observer, _describe(source))
 
     async def stream(self, topic: str, texts: Iterator[str], started: float) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
@@ -326,6 +327,19 @@ class Soak:
             "summary_e2e_p99_ms_max": max(p99s) if p99s else None,
             "samples": s.samples,
         }
+
+
+def _describe(source: Path | None) -> str:
+    """Which code a worker runs: this checkout, or another one named by its commit when it has one."""
+    if source is None:
+        return "this checkout"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return f"commit {out.stdout.strip()}"
+    return str(source)
 
 
 def _tokenizer(settings: Settings) -> Any:
