@@ -1290,7 +1290,7 @@ that measured it; JSON with every number: `bench-results/faults.json` (git-ignor
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"## Fault suite, {result['mode']} mode: **{result['verdict'].upper()}**",
+        f"## Fault suite, {result['mode']} mode: **{result['verdict'].upper()}** ({result['machine']['model']})",
         "",
         f"`{result['command']}` at commit `{result['machine']['git_commit']}`, {result['machine']['when']}, "
         f"{result['duration_s']:.0f} s; model {result['machine']['model']}; {result['machine']['cpu_count']} CPUs; "
@@ -1360,6 +1360,65 @@ def markdown(result: dict[str, Any]) -> str:
             )
     lines += ["", f"Raw numbers: `{result['json']}` (git-ignored), written by each run."]
     return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- faults:{mode}:readme (written by `moderation bench faults`) -->"
+README_END = "<!-- /faults:{mode}:readme -->"
+
+
+def _span(values: Sequence[float | int | None], unit: str = "") -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "—"
+    low, high = min(known), max(known)
+    return f"{low:g}{unit}" if low == high else f"{low:g}–{high:g}{unit}"
+
+
+def readme_figures(result: Mapping[str, Any]) -> str:
+    """The README's one-sentence account of a run, copied there by the run that measured it."""
+    m = result["machine"]
+    parts = [f"**{result['verdict'].upper()}** at commit `{m['git_commit']}` with {m['model']}"]
+    kill = result["scenarios"].get("kill") or {}
+    if "events" in kill:
+        kills = [e for e in kill["events"] if e["kind"] == "kill"]
+        exact = all(e["duplicates"] == e["uncommitted_decided"] for e in kills)
+        bounded = all(
+            e["uncommitted_decided"] is not None and e["duplicates"] <= e["uncommitted_decided"] for e in kills
+        )
+        relation = "each time exactly" if exact else "at most" if bounded else "sometimes more than"
+        parts.append(
+            f"{kill['kills']} SIGKILLs and {kill['broker_restarts']} broker restart in a {kill['sent']:,}-post stream: "
+            f"{kill['missing']} posts lost, {_span([e['duplicates'] for e in kill['events']])} re-decided per fault "
+            f"({relation} the posts decided but not yet committed at that moment), restart to first decision "
+            f"{_span([e['restart_to_first_decision_s'] for e in kills], ' s')}"
+        )
+    poison = result["scenarios"].get("poison") or {}
+    if "kinds" in poison:
+        parts.append(
+            f"poison corpus {poison['ok']}/{poison['kinds']} kinds handled with {len(poison['unexpected_exits'])} "
+            "worker exits"
+        )
+    codecs = result["scenarios"].get("codecs") or {}
+    if "rows" in codecs:
+        parts.append(
+            f"{sum(1 for r in codecs['rows'] if r['ok'])}/{len(codecs['rows'])} codec × client cases decided once"
+        )
+    return "; ".join(parts)
+
+
+def write_inline(path: Path, begin: str, end: str, text: str) -> bool:
+    """Replace what stands between two markers in ``path`` (kept in place); False, file untouched, when
+    the file or a marker is missing."""
+    try:
+        doc = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    a = doc.find(begin)
+    b = doc.find(end, a + len(begin)) if a >= 0 else -1
+    if a < 0 or b < 0:
+        return False
+    path.write_text(doc[: a + len(begin)] + text + doc[b:], encoding="utf-8")
+    return True
 
 
 def write_section(path: Path, mode: str, body: str, *, begin: str = "", end: str = "") -> None:
@@ -1512,12 +1571,20 @@ def run(args: argparse.Namespace) -> int:
             result["logs"] = "(deleted: all checks passed)"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        readme = None
         if md_path is not None:
             write_section(md_path, profile.name, markdown(result))
+            readme = md_path.parent / "README.md"  # its figures, where it has this mode's markers
+            mode = profile.name
+            if not write_inline(
+                readme, README_BEGIN.format(mode=mode), README_END.format(mode=mode), readme_figures(result)
+            ):
+                readme = None
         print_summary(console, result)
         console.print(
             f"wrote {out}"
             + (f" and {md_path}" if md_path else "")
+            + (f" and the figures in {readme}" if readme else "")
             + (f"; worker and broker logs kept in {workdir}" if keep else "")
         )
         return 0 if result["verdict"] == "pass" else 1

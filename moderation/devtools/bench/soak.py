@@ -47,7 +47,7 @@ from rich.console import Console
 
 from moderation.core.errors import ConfigError
 from moderation.core.settings import Settings, load_settings
-from moderation.devtools.bench.faults import Observer, _machine, log_events
+from moderation.devtools.bench.faults import Observer, _machine, log_events, write_inline
 from moderation.devtools.bench.workload import sample_texts, synthesize, vocabulary_words
 from moderation.devtools.broker import LocalKafka
 from moderation.devtools.broker.local import free_port as free_broker_port
@@ -416,6 +416,30 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_BEGIN = "<!-- soak:readme (written by `moderation bench soak`) -->"
+README_END = "<!-- /soak:readme -->"
+
+
+def readme_figures(result: Mapping[str, Any]) -> str:
+    """The README's sentence on a soak, copied there by the run that measured it."""
+    w = result["workers"]["worker"]
+    text = (
+        f"{w['log_lines_per_hour']:,} log lines/h at info and an RSS slope of "
+        f"{_f(w['last_half_slope_mib_per_h'])} MiB/h over the last half after warm-up "
+        f"({_f(w['slope_mib_per_h'])} over all of it; {w['rss_mib']['at_warmup_end']} → {w['rss_mib']['last']} MiB) "
+        f"at {result['rate']:g} posts/s for {result['seconds'] / 60:.0f} min, "
+        f"commit `{result['machine']['git_commit']}`"
+    )
+    base = result["workers"].get("baseline")
+    if base:
+        text += (
+            f"; the worker of {base['source']} beside it: {base['log_lines_per_hour']:,} lines/h, "
+            f"{_f(base['last_half_slope_mib_per_h'])} MiB/h ({_f(base['slope_mib_per_h'])}; "
+            f"{base['rss_mib']['at_warmup_end']} → {base['rss_mib']['last']} MiB)"
+        )
+    return text
+
+
 def write_section(path: Path, body: str) -> None:
     from moderation.devtools.bench.faults import write_section as write
 
@@ -474,11 +498,20 @@ def run(args: argparse.Namespace) -> int:
     result["logs"] = str(workdir) if result["verdict"] != "pass" else "(deleted: all checks passed)"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    readme = None
     if md_path is not None:
         write_section(md_path, markdown(result))
+        readme = md_path.parent / "README.md"  # its figure, where it has the markers
+        if not write_inline(readme, README_BEGIN, README_END, readme_figures(result)):
+            readme = None
     for c in result["checks"]:
         console.print(f"{'[green]ok[/]' if c['ok'] else '[red]FAIL[/]'} {c['name']}: {c['detail']}")
-    console.print(f"wrote {out}" + (f" and {md_path}" if md_path else "") + f"; logs {result['logs']}")
+    console.print(
+        f"wrote {out}"
+        + (f" and {md_path}" if md_path else "")
+        + (f" and the figure in {readme}" if readme else "")
+        + f"; logs {result['logs']}"
+    )
     if result["verdict"] == "pass":
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if result["verdict"] == "pass" else 1

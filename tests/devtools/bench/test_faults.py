@@ -51,6 +51,36 @@ def test_reliability_section_is_replaced_and_the_rest_kept(tmp_path: Path) -> No
     assert text.count("faults:full:begin") == 1
 
 
+def test_readme_figures_are_copied_from_the_run(tmp_path: Path) -> None:
+    kills = [
+        {"kind": "kill", "duplicates": d, "uncommitted_decided": d, "restart_to_first_decision_s": r}
+        for d, r in ((61, 2.17), (12, 2.75))
+    ]
+    result = {
+        "verdict": "pass",
+        "machine": {"git_commit": "abc1234", "model": "moderation-minilm 2.0.0"},
+        "scenarios": {
+            "kill": {"kills": 2, "broker_restarts": 1, "sent": 30_000, "missing": 0, "events": [
+                kills[0], {"kind": "broker restart", "duplicates": 0, "uncommitted_decided": None,
+                           "restart_to_first_decision_s": 0.2}, kills[1]]},
+            "poison": {"ok": 84, "kinds": 84, "unexpected_exits": []},
+            "codecs": {"rows": [{"ok": True}] * 8},
+        },
+    }  # fmt: skip
+    text = faults.readme_figures(result)
+    assert text.startswith("**PASS** at commit `abc1234` with moderation-minilm 2.0.0; 2 SIGKILLs and 1 broker")
+    assert "30,000-post stream: 0 posts lost, 0–61 re-decided per fault (each time exactly" in text
+    assert "restart to first decision 2.17–2.75 s" in text  # the kills' restarts, not the broker's
+    assert "84/84 kinds handled with 0 worker exits" in text and "8/8 codec" in text
+    readme = tmp_path / "README.md"
+    begin, end = faults.README_BEGIN.format(mode="full"), faults.README_END.format(mode="full")
+    readme.write_text(f"Measured by `make faults`: {begin}stale{end} — RELIABILITY.md\n")
+    assert faults.write_inline(readme, begin, end, text)
+    assert readme.read_text() == f"Measured by `make faults`: {begin}{text}{end} — RELIABILITY.md\n"
+    other = faults.README_BEGIN.format(mode="quick")
+    assert not faults.write_inline(readme, other, faults.README_END.format(mode="quick"), "x")  # no quick markers
+
+
 @pytest.mark.kafka
 @pytest.mark.timeout(900)
 def test_quick_fault_suite_loses_nothing_and_never_crash_loops(

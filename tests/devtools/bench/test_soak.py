@@ -92,3 +92,16 @@ def test_report_states_the_command_model_and_figures(tmp_path: Path) -> None:
     soak.write_section(path, soak.markdown(result(0.7, 70)))
     written = path.read_text()
     assert written.count(soak.SECTION_BEGIN) == 1 and "hand-written" in written and "| +0.7 |" in written
+
+
+def test_the_readme_figure_is_written_between_its_markers_only(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"Logs ... Measured by `make soak`: {soak.README_BEGIN}old{soak.README_END}. More text.\n")
+    doc = result(0.5, 65)
+    doc["workers"]["baseline"] = {**doc["workers"]["worker"], "source": "commit fc8500e", "log_lines_per_hour": 96_000}
+    assert soak.write_inline(readme, soak.README_BEGIN, soak.README_END, soak.readme_figures(doc))
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(f"{soak.README_END}. More text.\n")
+    assert "65 log lines/h at info" in text and "+0.5 MiB/h" in text and "commit fc8500e" in text
+    assert "96,000 lines/h" in text
+    assert not soak.write_inline(tmp_path / "missing.md", soak.README_BEGIN, soak.README_END, "x")
