@@ -1280,6 +1280,11 @@ fresh topics, a fresh consumer group and a worker started as Kubernetes starts i
 3. **codecs**: posts compressed with gzip, snappy, lz4 and zstd by aiokafka and by librdkafka
    (confluent-kafka), each decided exactly once.
 
+The **soak** (`moderation bench soak`; `make soak`) is the slow counterpart: one worker at a fixed
+28 posts/s of mostly distinct texts for 80 min on a private broker, its RSS sampled every 10 s, the
+slope after warm-up (once the dedupe cache is full) and its log lines per hour at info; with
+`--baseline DIR` a worker of another checkout runs beside it on the same posts.
+
 A worker that exits on its own is restarted with a short back-off and declared crash-looping after two
 exits without output in between; the suite then commits the group past the offending message (as an
 operator would) so the rest of the corpus still runs. A short version runs inside `make test`
