@@ -46,6 +46,12 @@ def _score(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from moderation.worker.replay import run
+
+    return run(args)
+
+
 def _llm_review(args: argparse.Namespace) -> int:
     from moderation.review.consumer import run
 
@@ -92,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="Build, verify and evaluate the three SLMs.")
     models.add_argument(
-        "action", choices=["build", "eval", "verify", "info", "fp16", "reference", "feedback", "loso", "bands"]
-    )
+        "action",
+        choices=[
+            "build", "eval", "verify", "info", "quantize", "derive", "fp16", "reference", "feedback", "loso", "bands",
+        ],
+    )  # fmt: skip
     models.add_argument("--data-dir", default="../shared/data", help="Labelled data sets (build/eval).")
     models.add_argument("--out", default=None, help="Artifact directory (default: the packaged models).")
     models.add_argument("--quick", action="store_true", help="Tiny run for smoke tests, not for release.")
@@ -120,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--compare", action="append", default=None, metavar="NAME=DIR",
         help="eval: also score the model in DIR on the same test sets (repeatable), e.g. v1.0.0=build/models/v1.",
+    )
+    models.add_argument(
+        "--source", default=None, help="quantize: the dynamically quantized int8 file to convert (default: the "
+        "manifest's int8 file)."
+    )
+    models.add_argument("--version", default=None, help="quantize: the version the converted model gets.")
+    models.add_argument(
+        "--variants", default=None, help="derive: which variants to derive from the shipped int8 (fp32,fp16)."
+    )
+    models.add_argument(
+        "--record", action="store_true", help="derive: record the derived files' digests in the manifest (release)."
     )
     models.add_argument("--posts", default=None, help="reference: JSON lines of real traffic.")
     models.add_argument("--synthetic", type=int, default=2000, help="reference: synthetic posts in the default mix.")
@@ -175,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="Score JSON-lines posts without Kafka; decisions to stdout.")
     score.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin.")
     score.set_defaults(handler=_score)
+
+    replay = sub.add_parser(
+        "replay",
+        help="Re-decide recorded decisions (their posts fetched by origin) with the loaded model and policy; "
+        "report how many reproduce (exit 0 all, 1 some differ, 2 usage or version mismatch).",
+    )
+    pick = replay.add_argument_group("which records of MODERATION_DECISIONS_TOPIC")
+    pick.add_argument("--all", action="store_true", help="Every record up to the end offsets at start.")
+    pick.add_argument("--since", default=None, help="From this time: RFC 3339 or back from now (30m, 1h, 2d).")
+    pick.add_argument("--until", default=None, help="Before this time (the same forms).")
+    pick.add_argument("--partition", type=int, default=None, help="Only this partition of the decisions topic.")
+    pick.add_argument("--from-offset", type=int, default=None, help="First offset of --partition.")
+    pick.add_argument("--to-offset", type=int, default=None, help="Last offset of --partition (inclusive).")
+    pick.add_argument("--post-id", action="append", default=None, help="Only this post's records (repeatable).")
+    replay.add_argument("--strict", action="store_true", help="Exit 2 if any record names another model or policy.")
+    replay.add_argument("--json", action="store_true", help="The report as JSON on stdout, for machines.")
+    replay.add_argument("--out", default=None, help="Write the JSON report to this file.")
+    replay.add_argument("--show", type=int, default=20, help="List at most N differing records (0: all).")
+    replay.set_defaults(handler=_replay)
 
     llm_review = sub.add_parser(
         "llm-review", help="Answer the llm-review topic with an OpenAI-compatible LLM; verdicts to Kafka."

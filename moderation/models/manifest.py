@@ -27,10 +27,10 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     path: str
-    sha256: str | None = Field(None, description="Hex digest; absent only for derived files (fp16).")
+    sha256: str | None = Field(None, description="Hex digest; absent only for derived files not yet recorded.")
     derived_from: str | None = Field(None, description="Variant this file is generated from, if any.")
     optional: bool = Field(
-        False, description="Not shipped in the repository (fp32: size; fp16: derived); only checked when used."
+        False, description="Not shipped in the repository (derived from int8); only checked when used."
     )
 
 
@@ -149,8 +149,11 @@ def file_path(model_dir: Path, manifest: Manifest, key: str) -> Path:
 
 
 def _fix_hint(entry: FileEntry, path: Path) -> str:
-    if entry.derived_from == "fp32" and entry.sha256 is None:
-        return "create it with `moderation models fp16` (needs the fp32 file)"
+    if entry.derived_from is not None:
+        return (
+            "derive it from the shipped int8 file with `moderation models derive` (no torch; needs onnx + sympy: "
+            "pip install -e '.[fp16]')"
+        )
     if entry.optional:
         return f"it is not shipped in the repository: {REBUILD_HINT} (`make models`, train extra)"
     return f"restore it with `git checkout -- {path}` or {REBUILD_HINT}"

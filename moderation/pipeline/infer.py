@@ -69,6 +69,15 @@ def choose_variant(requested: str, cuda_active: bool, available: Mapping[str, bo
     return "int8"  # let verification report the missing file with its fix
 
 
+MODEL_RECORD_KEYS = ("name", "version", "variant", "provider", "sha256")
+
+
+def model_record(info: Mapping[str, Any]) -> dict[str, Any]:
+    """What a decision record says about the model that made it (``sha256``: the served file, so an
+    audit can tell two variants of one version apart; absent for scorers without a file)."""
+    return {k: info[k] for k in MODEL_RECORD_KEYS if info.get(k) is not None}
+
+
 MIN_ROWS_PER_RUN = 8
 
 
@@ -303,6 +312,7 @@ class OnnxEngine:
             "version": self.manifest.version,
             "variant": self.variant,
             "model_file": str(file_path(self.model_dir, self.manifest, self.variant)),
+            "sha256": self.manifest.files[self.variant].sha256,
             "provider": self.provider,
             "providers_available": self.providers_available,
             "iobinding": self.use_iobinding,

@@ -1,4 +1,4 @@
-"""``moderation models {build,eval,verify,info,fp16,reference,feedback,loso,bands}``.
+"""``moderation models {build,eval,verify,info,quantize,derive,fp16,reference,feedback,loso,bands}``.
 
 ``build`` needs torch (the ``train`` extra) and imports it only when called; everything else here
 runs on the serving install.
@@ -76,11 +76,34 @@ def _eval(args: argparse.Namespace) -> int:
     return run_eval(Path(args.data_dir), _out_dir(args), quick=bool(args.quick), compare=compare)
 
 
-def _fp16(args: argparse.Namespace) -> int:
-    from moderation.training.fp16 import convert
+def _derive(args: argparse.Namespace) -> int:
+    """fp32 and the CUDA fp16 variant from the shipped int8 file (no torch), checked against the manifest."""
+    from moderation.training.quantize import DERIVED, derive
 
-    out = convert(_out_dir(args))
-    print(f"wrote {out}")
+    which = tuple(v.strip() for v in (getattr(args, "variants", None) or ",".join(DERIVED)).split(",") if v.strip())
+    if args.action == "fp16":
+        which = ("fp16",)
+    unknown = sorted(set(which) - set(DERIVED))
+    if unknown:
+        raise ConfigError(f"--variants {','.join(unknown)}: can derive {', '.join(DERIVED)}")
+    model_dir = _out_dir(args)
+    made = derive(model_dir, which, record=bool(getattr(args, "record", False)))
+    for key, digest in made.items():
+        print(f"wrote {model_dir / ('model.' + key + '.onnx')} (sha256 {digest[:12]}…, matches the manifest)")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    """The served per-row int8 variant from a dynamically quantized int8 file (calibrated on val posts)."""
+    from moderation.training.quantize import quantize
+
+    source = Path(args.source) if getattr(args, "source", None) else None
+    result = quantize(Path(args.data_dir), _out_dir(args), source, version=getattr(args, "version", None))
+    plan = result["plan"]
+    print(
+        f"wrote int8 (per-row activations, sha256 {result['int8'][:12]}…) and fp32 in {result['seconds']} s: "
+        f"{sum(len(p.splits) for p in plan.values())} outlier channels split over {len(plan)} activations"
+    )
     return 0
 
 
@@ -129,7 +152,9 @@ def _bands(args: argparse.Namespace) -> int:
 ACTIONS = {
     "build": _build,
     "eval": _eval,
-    "fp16": _fp16,
+    "fp16": _derive,
+    "derive": _derive,
+    "quantize": _quantize,
     "verify": _verify,
     "info": _info,
     "reference": _reference,

@@ -211,13 +211,16 @@ async def _load(
     readiness: Readiness,
     scorer_factory: ScorerFactory | None = None,
 ) -> tuple[ModerationService, PolicyStore]:
-    from moderation.pipeline.infer import OnnxEngine  # imported here: ORT import is slow and not needed for --help
+    from moderation.pipeline.infer import (  # imported here: ORT import is slow and not needed for --help
+        OnnxEngine,
+        model_record,
+    )
 
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, scorer_factory or OnnxEngine.from_settings, settings)
     info = engine.info()
     policies = PolicyStore.from_settings(settings, available_labels=info["labels"])
-    model = {k: info[k] for k in ("name", "version", "variant", "provider")}
+    model = model_record(info)
     metrics.model_info.info({k: str(v) for k, v in model.items()})
     metrics.policy_info.info({"version": policies.policy.version})
     metrics.configure_drift(settings.model_dir, info["labels"], get_logger("moderation.worker", worker_id=worker_id))

@@ -40,13 +40,13 @@ def read_batches(stream: BinaryIO, source: str, size: int) -> Iterator[list[Mess
 
 def score_stream(stream: BinaryIO, source: str, out: BinaryIO, err: BinaryIO, settings: Settings) -> tuple[int, int]:
     """Returns (decided, rejected)."""
-    from moderation.pipeline.infer import OnnxEngine
+    from moderation.pipeline.infer import OnnxEngine, model_record
 
     engine = OnnxEngine.from_settings(settings)
     info = engine.info()
     policies = PolicyStore.from_settings(settings, available_labels=info["labels"])
     pipeline = Pipeline.from_settings(engine, policies, settings)
-    model = {k: info[k] for k in ("name", "version", "variant", "provider")}
+    model = model_record(info)
     worker_id = settings.worker_id or "moderation-score"
     decided = rejected = 0
     for batch in read_batches(stream, source, settings.max_batch):

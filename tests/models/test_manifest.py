@@ -78,7 +78,8 @@ def test_git_lfs_pointer_is_recognised(model_dir):
 
 def test_missing_derived_fp16_says_how_to_create_it(model_dir):
     with pytest.raises(
-        ModelError, match=r"model.fp16.onnx \(fp16\) is missing: create it with `moderation models fp16`"
+        ModelError, match=r"model.fp16.onnx \(fp16\) is missing: derive it from the shipped int8 file with "
+        r"`moderation models derive` \(no torch"
     ):
         verify_file(model_dir, load_manifest(model_dir), "fp16")
 
