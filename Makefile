@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: help setup setup-train k8s-tools prometheus-tools browser kafka kafka-down kafka-status lint typecheck test demo models models-v1 models-eval \
-	bench bench-engine bench-gpu bench-gpu-dry gpu-carry faults soak loadtest k8s clean
+	bench bench-engine bench-gpu bench-gpu-dry gpu-carry gpu-model faults soak loadtest k8s clean
 
 help: ## Show the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ models: setup-train ## Rebuild v2 from $(DATA): e5 teacher -> distilled MiniLM, 
 	$(BIN)/moderation models bands --data-dir $(DATA) --out $(ACCURATE_DIR)
 	$(MAKE) models-eval
 	$(BIN)/moderation models reference
+
+gpu-model: setup ## Derive the CUDA fp16 variant (and fp32) from the committed int8 file, checked against the manifest's sha256 (no torch).
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,fp16]'
+	$(BIN)/moderation models derive --variants fp16
 
 models-v1: ## moderation-minilm 1.0.0 from git history into $(V1_DIR) (the card compares with it).
 	mkdir -p $(V1_DIR)
