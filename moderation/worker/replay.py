@@ -222,6 +222,8 @@ async def read_ranges(
     consumer: AIOKafkaConsumer, ranges: dict[TopicPartition, tuple[int, int]], max_records: int = CHUNK_RECORDS
 ) -> AsyncIterator[list[Any]]:
     """Every record in the ranges, a batch at a time, each partition read from its start up to its end."""
+    if not ranges:
+        return
     consumer.assign(list(ranges))
     for tp, (start, _) in ranges.items():
         consumer.seek(tp, start)
@@ -297,6 +299,8 @@ async def fetch_posts(consumer: AIOKafkaConsumer, known: Partitions, wanted: Ite
         if keep:
             todo[tp] = runs(keep)
     needed = {(tp.topic, tp.partition, o) for tp, offsets in by_tp.items() for o in offsets} - set(fetched.missing)
+    if not todo:
+        return fetched
     consumer.assign(list(todo))
     for tp, tp_runs in todo.items():
         consumer.seek(tp, tp_runs[0][0])
