@@ -228,10 +228,13 @@ class Report:
         return [mismatch_message(v, self.loaded, n) for v, n in self.skipped.most_common()]
 
     def exit_code(self, strict: bool = False) -> int:
-        """0: all compared records reproduce; 1: some differ; 2: a version mismatch under ``--strict``, or
-        every record was made by another model or policy."""
+        """0: all compared records reproduce; 1: some differ, or records were selected but none could be
+        compared (every post gone or undecodable: an audit that checked nothing must not pass); 2: a version
+        mismatch under ``--strict``, or every record was made by another model or policy."""
         if self.all_mismatched() or (strict and self.skipped):
             return 2
+        if self.total and not self.compared:
+            return 1
         return 1 if self.differing else 0
 
     def verdict(self, strict: bool = False) -> str:
