@@ -148,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
         variants = tuple(v for v in VARIANTS if has_file(settings.model_dir, manifest, v))
         if "fp32" not in variants:
             console.print(
-                "[yellow]fp32 is not shipped in the repository (size): measuring int8 alone. Rebuild the "
-                "models (`make models`) to compare int8 with fp32 in the same run.[/yellow]"
+                "[yellow]fp32 is not shipped in the repository (size): measuring int8 alone. Derive it from "
+                "the int8 file (`moderation models derive --variants fp32`, seconds) to compare int8 with fp32 in "
+                "the same run.[/yellow]"
             )
 
     engines = {
