@@ -85,6 +85,14 @@ def quantize(
     source_sha = sha256_file(source)
     int8_sha = V.save(V.rowwise(dynamic, plan), int8_path)
     files = manifest["files"]
+    fp32_entry = files.get("fp32", {})
+    fp32_path = model_dir / fp32_entry.get("path", "model.fp32.onnx")
+    if fp32_path.is_file() and not fp32_entry.get("derived_from"):
+        # the build's own export (trained weights before int8): kept as the reference of the trained model;
+        # files.fp32 becomes the int8 weights dequantized, which a clone can derive
+        export = model_dir / "model.fp32.export.onnx"
+        fp32_path.replace(export)
+        files["fp32_export"] = {"path": export.name, "sha256": sha256_file(export), "optional": True}
     files["int8"] = {"path": int8_path.name, "sha256": int8_sha}
     manifest["quantization"] = {
         "weights": "int8 per output channel (onnxruntime quantize_dynamic), unchanged",
