@@ -104,6 +104,30 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cache_entries(metrics: str) -> int | None:
+    for line in metrics.splitlines():
+        if line.startswith("moderation_dedupe_cache_entries "):
+            return int(float(line.split()[1]))
+    return None
+
+
+def largest_batch(metrics: str) -> int | None:
+    """Upper bound of the largest batch so far, from ``moderation_batch_size``'s buckets (the first bucket
+    that holds every batch). ONNX Runtime's CPU arena grows to the largest batch × length it has scored
+    and keeps it, so RSS steps up with this bound."""
+    buckets: list[tuple[float, float]] = []
+    total = None
+    for line in metrics.splitlines():
+        if line.startswith("moderation_batch_size_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("moderation_batch_size_count "):
+            total = float(line.split()[1])
+    if not total:
+        return None
+    return next((int(le) for le, count in sorted(buckets) if count >= total and le != float("inf")), None)
+
+
 def slope_mib_per_h(samples: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope of (seconds, MiB) samples, in MiB per hour; None for fewer than 3 samples."""
     if len(samples) < 3:
@@ -146,18 +170,18 @@ class Soaked:
         if self.worker.proc.poll() is not None:
             self.exited = self.worker.proc.returncode
             return
-        entries = None
+        entries, largest = None, None
         with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
             status, body = self.worker.get("/metrics", 2)
-            for line in body.decode().splitlines() if status == 200 else ():
-                if line.startswith("moderation_dedupe_cache_entries "):
-                    entries = int(float(line.split()[1]))
+            text = body.decode() if status == 200 else ""
+            entries, largest = cache_entries(text), largest_batch(text)
         if rss is not None:
             self.samples.append(
                 {
                     "t_s": round(t_s, 1),
                     "rss_mib": round(rss / 2**20, 2),
                     "cache_entries": entries,
+                    "largest_batch_le": largest,
                     "decided": len(self.observer.decided),
                 }
             )
@@ -409,9 +433,15 @@ def markdown(result: Mapping[str, Any]) -> str:
     events = ", ".join(f"{k} {v}" for k, v in w["log_events_after_warmup"].items())
     lines += ["", f"Log lines after warm-up by event (worker): {events or 'none'}.", ""]
     step = max(1, len(w["samples"]) // 12)
-    lines += ["| min | RSS MiB | dedupe cache entries | decided |", "|---:|---:|---:|---:|"]
+    lines += [
+        "| min | RSS MiB | dedupe cache entries | largest batch so far (≤) | decided |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for x in w["samples"][::step]:
-        lines.append(f"| {x['t_s'] / 60:.0f} | {x['rss_mib']} | {x['cache_entries']} | {x['decided']:,} |")
+        lines.append(
+            f"| {x['t_s'] / 60:.0f} | {x['rss_mib']} | {x['cache_entries']} | {x.get('largest_batch_le')} "
+            f"| {x['decided']:,} |"
+        )
     lines += ["", f"Raw numbers and every sample: `{result['json']}` (git-ignored), written by each run."]
     return "\n".join(lines) + "\n"
 

@@ -105,3 +105,20 @@ def test_the_readme_figure_is_written_between_its_markers_only(tmp_path: Path) -
     assert "65 log lines/h at info" in text and "+0.5 MiB/h" in text and "commit fc8500e" in text
     assert "96,000 lines/h" in text
     assert not soak.write_inline(tmp_path / "missing.md", soak.README_BEGIN, soak.README_END, "x")
+
+
+def test_the_samples_read_the_cache_fill_and_the_largest_batch_from_the_worker_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from moderation.worker.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    text = generate_latest(metrics.registry).decode()
+    assert soak.largest_batch(text) is None  # no batch yet
+    for size in (1, 1, 3, 1, 20):
+        metrics.batch_size.observe(size)
+    metrics.cache_entries.set(1234)
+    text = generate_latest(metrics.registry).decode()
+    assert soak.largest_batch(text) == 32 and soak.cache_entries(text) == 1234  # 20 falls in the le=32 bucket
+    metrics.batch_size.observe(5000)  # beyond the last finite bucket
+    assert soak.largest_batch(generate_latest(metrics.registry).decode()) is None
