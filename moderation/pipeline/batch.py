@@ -1,6 +1,6 @@
 """The moderation pipeline shared by the Kafka worker and ``moderation score``.
 
-decode → dedupe → (tokenize → infer, inside the scorer) → decide. Only the I/O edge differs between
+decode → dedupe → (tokenize → infer, inside the scorer) → language → decide. Only the I/O edge differs between
 callers: the worker feeds it Kafka messages and emits the result to topics, the CLI feeds it lines of
 a file and writes JSON lines. ``run`` is synchronous and is called from a thread executor by the
 worker, so ONNX Runtime (which releases the GIL) never blocks the event loop.
@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from moderation.core.errors import InputError, MessageError
 from moderation.core.settings import Settings
+from moderation.pipeline import language
 from moderation.pipeline.decode import decode_post
 from moderation.pipeline.dedupe import ScoreCache, plan_inference
 from moderation.pipeline.infer import Scorer
+from moderation.pipeline.language import assess_language
 from moderation.pipeline.policy import Policy, PolicyStore, decide
 from moderation.pipeline.records import Decision, Origin, Post, Scores
 
@@ -89,6 +91,8 @@ class Pipeline:
     @classmethod
     def from_settings(cls, scorer: Scorer, policies: PolicyStore, settings: Settings) -> Pipeline:
         """The pipeline every entry point (worker, ``moderation score``) builds from the one settings object."""
+        if policies.policy.languages.enabled:
+            language.load()  # ~1 s, here rather than in the first batch
         return cls(
             scorer,
             lambda: policies.policy,
@@ -130,14 +134,23 @@ class Pipeline:
         t2 = clock()
 
         policy = self.policy()
-        for (post, message), key in zip(posts, keys, strict=True):
-            decision = decide(policy, post, scores_by_key[key])
-            result.moderated.append(Moderated(post, decision, message, now_ms()))
+        rule = policy.languages
+        languages = [assess_language(rule, post) if rule.enabled else None for post, _ in posts]
         t3 = clock()
+        for (post, message), key, lang in zip(posts, keys, languages, strict=True):
+            decision = decide(policy, post, scores_by_key[key], lang)
+            result.moderated.append(Moderated(post, decision, message, now_ms()))
+        t4 = clock()
 
         result.cache_hits = len(posts) - len(todo)
         result.scored = len(todo)
         # tokenize + infer as the engine measured them; the cache lookup counts as inference
         tokenize = min(model_timings["tokenize"], t2 - t1)
-        result.timings = {"decode": t1 - t0, "tokenize": tokenize, "infer": t2 - t1 - tokenize, "policy": t3 - t2}
+        result.timings = {
+            "decode": t1 - t0,
+            "tokenize": tokenize,
+            "infer": t2 - t1 - tokenize,
+            "language": t3 - t2,
+            "policy": t4 - t3,
+        }
         return result

@@ -90,6 +90,8 @@ def decision_document(item: Moderated, model: dict[str, Any], worker_id: str) ->
         "reasons": list(d.reasons),
         "triggers": list(d.triggers),
         "confidence": d.confidence,
+        # effective / detected / confidence / declared / supported (moderation.pipeline.language)
+        "language": d.language.as_dict() if d.language is not None else None,
         "scores": {task: {label: round(p, 4) for label, p in probs.items()} for task, probs in d.scores.items()},
         "policy_version": d.policy_version,
         "model": model,

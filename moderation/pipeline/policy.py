@@ -22,9 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from moderation.core.errors import ConfigError, PolicyError
 from moderation.core.settings import Settings
 from moderation.pipeline.injection import injection_signals
-from moderation.pipeline.records import Action, Decision, Post, Scores
+from moderation.pipeline.language import UNSUPPORTED_REASON, Languages, assess_language, language_reason
+from moderation.pipeline.records import Action, Decision, Language, Post, Scores
 
-TRIGGERS = ("low_confidence", "multi_factor", "high_stakes", "novel_input", "prompt_injection")
+TRIGGERS = (
+    "low_confidence",
+    "multi_factor",
+    "high_stakes",
+    "novel_input",
+    "prompt_injection",
+    "unsupported_language",
+)
 _RANK: dict[Action, int] = {"allow": 0, "review": 1, "block": 2}
 
 
@@ -111,6 +119,7 @@ class Policy(_Strict):
     escalation: Escalation = Escalation()
     on_escalation: Literal["keep", "review"] = "keep"
     llm_guard: LLMGuard = LLMGuard()
+    languages: Languages = Languages()
 
     @model_validator(mode="after")
     def _overrides_known(self) -> Policy:
@@ -184,8 +193,12 @@ def top_category(scores: Scores, task: str) -> tuple[str | None, float]:
     return label, dist[label]
 
 
-def decide(policy: Policy, post: Post, scores: Scores) -> Decision:
-    """The whole policy: thresholds per label (category-aware), then escalation triggers."""
+def decide(policy: Policy, post: Post, scores: Scores, language: Language | None = None) -> Decision:
+    """The whole policy: thresholds per label (category-aware), then escalation triggers, then the rule for
+    the post's language. ``language`` is :func:`assess_language`'s answer when the caller has it already."""
+    if language is None and policy.languages.enabled:
+        language = assess_language(policy.languages, post)
+    lang_rule = policy.languages.rule_for(language) if language is not None and policy.languages.enabled else None
     category, category_prob = top_category(scores, policy.category_task)
     rules = thresholds_for(policy, category)
 
@@ -215,10 +228,16 @@ def decide(policy: Policy, post: Post, scores: Scores) -> Decision:
     injection = policy.escalation.prompt_injection
     signals = injection_signals(post.text) if injection.enabled else ()
     triggers = _triggers(policy, post, action, in_band, confidence, category_prob, bool(signals))
-    reasons.extend(_TRIGGER_REASONS[t] for t in triggers if t != "prompt_injection")
+    if lang_rule is not None and lang_rule.escalate:
+        triggers += ("unsupported_language",)
+    reasons.extend(_TRIGGER_REASONS[t] for t in triggers if t not in _OWN_REASONS)
     if signals:
         reasons.append(f"{_TRIGGER_REASONS['prompt_injection']} ({', '.join(signals)})")
         if injection.hold and action == "allow":
+            action = "review"
+    if lang_rule is not None and language is not None:
+        reasons.append(language_reason(policy.languages, language, lang_rule, action))
+        if lang_rule.action == "review":
             action = "review"
     if triggers and policy.on_escalation == "review" and action == "allow":
         action = "review"
@@ -232,6 +251,7 @@ def decide(policy: Policy, post: Post, scores: Scores) -> Decision:
         confidence=round(confidence, 4),
         policy_version=policy.version,
         thresholds=limits_in_force(policy, rules) if triggers else {},
+        language=language,
     )
 
 
@@ -251,7 +271,9 @@ _TRIGGER_REASONS = {
     "high_stakes": "high stakes: producer flagged this post (verified author, ad or large audience)",
     "novel_input": "novel input: unlike the training data (flat category scores, very long or odd text)",
     "prompt_injection": "prompt injection: the text tries to instruct the reviewer",
+    "unsupported_language": UNSUPPORTED_REASON,
 }
+_OWN_REASONS = ("prompt_injection", "unsupported_language")  # reasons written with their details in decide()
 
 
 def _triggers(

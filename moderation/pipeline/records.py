@@ -50,6 +50,26 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class Language:
+    """The language of a post as the policy saw it (``moderation.pipeline.policy.assess_language``)."""
+
+    effective: str  # what the policy went by: the declared language if trusted, else the detected one, or "und"
+    detected: str  # the detector's answer ("und": too little text to tell)
+    confidence: float  # the detector's probability of ``detected``
+    declared: str | None  # the producer's ``lang``, normalised (primary subtag), None when absent
+    supported: bool  # ``effective`` is one the model was trained on, or undetermined
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "effective": self.effective,
+            "detected": self.detected,
+            "confidence": self.confidence,
+            "declared": self.declared,
+            "supported": self.supported,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The policy's verdict on one post, with everything an auditor needs."""
 
@@ -64,6 +84,7 @@ class Decision:
     # label → review / block thresholds and near-block point in force; set when escalated (the LLM
     # consumer checks an answer against them, moderation.review.guard)
     thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    language: Language | None = None  # None when the policy does not look at languages
 
     @property
     def escalate(self) -> bool:

@@ -47,6 +47,7 @@ import numpy as np
 
 from moderation.core.errors import ConfigError, ModelError
 from moderation.pipeline.injection import looks_like_injection
+from moderation.pipeline.language import LanguageRule, assess_language
 from moderation.pipeline.policy import (
     Policy,
     Thresholds,
@@ -279,6 +280,10 @@ class Prepared:
     text_len: np.ndarray
     odd_ratio: np.ndarray
     injected: np.ndarray  # the prompt-injection detector flags the text
+    # the policy's rule for the text's language (no producer lang here): the action becomes review / the
+    # trigger unsupported_language fires
+    language_review: np.ndarray
+    language_trigger: np.ndarray
 
 
 def prepare(
@@ -304,6 +309,7 @@ def prepare(
         categories = tuple(labels[cat_task])
     else:
         category, category_prob, categories = np.full(n, -1), np.zeros(n), ()
+    rules = _language_rules(policy, texts)
     return Prepared(
         names=tuple(names),
         p=np.stack(cols, axis=1) if cols else np.zeros((n, 0)),
@@ -313,7 +319,17 @@ def prepare(
         text_len=np.array([len(t) for t in texts]),
         odd_ratio=np.array([odd_char_ratio(t) for t in texts]),
         injected=np.array([looks_like_injection(t) for t in texts], dtype=bool),
+        language_review=np.array([r is not None and r.action == "review" for r in rules], dtype=bool),
+        language_trigger=np.array([r is not None and r.escalate for r in rules], dtype=bool),
     )
+
+
+def _language_rules(policy: Policy, texts: Sequence[str]) -> list[LanguageRule | None]:
+    """Per text the policy's rule for its language (None: decided as usual), as ``decide`` finds it."""
+    lang = policy.languages
+    if not lang.enabled:
+        return [None] * len(texts)
+    return [lang.rule_for(assess_language(lang, Post(id="", text=t))) for t in texts]
 
 
 def band_units(policy: Policy, prep: Prepared) -> tuple[str, ...]:
@@ -358,7 +374,8 @@ def simulate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``decide`` for every post at once: (action codes, escalated). ``band`` replaces (review, block)
     thresholds by :func:`band_units` key, as :func:`moderation.pipeline.policy.apply_band` does. Posts
-    carry no producer context here, so the high-stakes trigger never fires."""
+    carry no producer context here, so the high-stakes trigger never fires (and their language is the
+    detected one)."""
     review, block, _ = _threshold_matrices(policy, prep, band)
     p = prep.p
     blocked = p >= block
@@ -383,6 +400,8 @@ def simulate(
         triggered |= prep.injected
         if esc.prompt_injection.hold:
             action = np.where(prep.injected & (action == ALLOW), REVIEW, action)
+    triggered |= prep.language_trigger
+    action = np.where(prep.language_review, REVIEW, action)
     if policy.on_escalation == "review":
         action = np.where(triggered & (action == ALLOW), REVIEW, action)
     return action, triggered | (action == REVIEW)

@@ -43,7 +43,7 @@ def test_mixed_batch(engine: OnnxEngine) -> None:
     a, b, _ = result.moderated
     assert a.decision.scores == b.decision.scores
     assert set(a.decision.scores) == {"toxicity", "spam", "category"}
-    assert set(result.timings) == {"decode", "tokenize", "infer", "policy"}
+    assert set(result.timings) == {"decode", "tokenize", "infer", "language", "policy"}
 
     again = pipeline.run([msg(values[2], 9)])
     assert again.scored == 0 and again.cache_hits == 1

@@ -95,6 +95,56 @@ def test_prompt_injection_is_configurable_in_the_policy_file():
     assert load_policy(DEFAULT_POLICY_FILE).escalation.prompt_injection.hold
 
 
+GERMAN = Post(id="de", text="Wir fahren am Wochenende mit den Kindern an den See")
+
+
+def test_unsupported_language_is_a_trigger_and_never_auto_decided():
+    for hate, before in ((0.01, "allow"), (0.6, "review"), (0.97, "block")):
+        d = decide(POLICY, GERMAN, scores(hate=hate))
+        assert d.action == "review" and "unsupported_language" in d.triggers and d.escalate, d
+        assert d.language is not None and (d.language.effective, d.language.detected) == ("de", "de")
+        assert d.language.confidence >= 0.7 and d.language.declared is None and not d.language.supported
+        outcome = "review" if before == "review" else f"review instead of {before}"
+        assert f"unsupported language de (detected de {d.language.confidence:.2f}; the model knows en): {outcome}" in (
+            d.reasons
+        )
+        assert d.thresholds  # escalated: the LLM reviewer gets the limits in force
+    english = decide(POLICY, POST, scores())
+    assert english.action == "allow" and english.triggers == () and english.language.effective == "en"
+
+
+def test_language_rules_are_configurable_in_the_policy_file():
+    base = "version: lang\nlabels: {toxicity.hate: {review: 0.4, block: 0.85}}\n"
+    keep = parse_policy(base + "languages: {unsupported: {action: keep}}\n")
+    d = decide(keep, GERMAN, scores(hate=0.97))
+    assert d.action == "block" and "unsupported_language" in d.triggers and d.reasons[-1].endswith("block stands")
+    quiet = parse_policy(base + "languages: {unsupported: {escalate: false}}\n")
+    d = decide(quiet, GERMAN, scores())
+    assert d.action == "review" and d.triggers == () and not d.escalate  # the review topic, not the LLM's
+    german_ok = parse_policy(base + "languages: {supported: [en, de]}\n")
+    assert decide(german_ok, GERMAN, scores()).action == "allow" and decide(german_ok, GERMAN, scores()).triggers == ()
+    per = parse_policy(base + "languages: {per_language: {de: {action: keep, escalate: false}}}\n")
+    d = decide(per, GERMAN, scores())
+    assert d.action == "allow" and d.triggers == () and "unsupported language de" in d.reasons[-1]
+    off = parse_policy(base + "languages: {enabled: false}\n")
+    d = decide(off, GERMAN, scores())
+    assert d.action == "allow" and d.triggers == () and d.language is None
+    shipped = load_policy(DEFAULT_POLICY_FILE).languages
+    assert shipped.enabled and shipped.supported == ("en",) and shipped.unsupported.action == "review"
+
+
+def test_a_declared_language_is_trusted_by_default():
+    declared_en = Post(id="d", text=GERMAN.text, lang="en-GB")
+    d = decide(POLICY, declared_en, scores())
+    assert d.action == "allow" and d.triggers == () and (d.language.declared, d.language.detected) == ("en", "de")
+    declared_es = Post(id="d", text="an ordinary sentence", lang="es")
+    d = decide(POLICY, declared_es, scores())
+    assert "unsupported_language" in d.triggers and "declared by the producer; detected en" in d.reasons[-1]
+    base = "version: c\nlabels: {spam.spam: {review: 0.6, block: 0.9}}\n"
+    checked = parse_policy(base + "languages: {trust_declared: false}")
+    assert decide(checked, declared_en, scores()).action == "review"
+
+
 def test_an_escalated_decision_carries_the_thresholds_in_force_and_near_block_points():
     d = decide(POLICY, POST, scores(toxic=0.6))
     assert d.thresholds["toxicity.toxic"] == {"review": 0.5, "block": 0.9, "near_block": 0.7}

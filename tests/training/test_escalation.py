@@ -145,6 +145,31 @@ def test_simulate_matches_decide_on_prompt_injection(hold: bool) -> None:
     assert (real[0][injected] == E.ALLOW).any() != hold  # held: none of them is allowed
 
 
+FOREIGN = [
+    "Wir fahren am Wochenende mit den Kindern an den See",
+    "明天早上我们一起去图书馆看书吧",
+    "Завтра утром мы поедем на дачу",
+]
+
+
+@pytest.mark.parametrize("rule", [{}, {"action": "keep"}, {"escalate": False}])
+def test_simulate_matches_decide_on_unsupported_language(rule: dict[str, object]) -> None:
+    unsupported = POLICY.languages.unsupported.model_copy(update=rule)
+    languages = POLICY.languages.model_copy(update={"unsupported": unsupported})
+    policy = POLICY.model_copy(update={"languages": languages})
+    texts = [FOREIGN[i % 3] if i % 5 == 0 else f"post {i}" for i in range(600)]
+    scores = fake_scores(600, seed=5)
+    sim, real = E.simulate(policy, E.prepare(policy, scores, texts)), E.decide_each(policy, scores, texts)
+    assert np.array_equal(sim[0], real[0]) and np.array_equal(sim[1], real[1])
+    foreign = np.array([i % 5 == 0 for i in range(600)])
+    assert real[1][foreign].all()  # none settled by the SLM tier: the trigger fired, or the action is review
+    if rule.get("action") == "keep":  # the model's action stands
+        off = POLICY.model_copy(update={"languages": languages.model_copy(update={"enabled": False})})
+        assert np.array_equal(real[0], E.decide_each(off, scores, texts)[0])
+    else:
+        assert (real[0][foreign] == E.REVIEW).all()  # never auto-allowed nor auto-blocked
+
+
 def test_scaled_band_keeps_the_decision_point() -> None:
     t = Thresholds(review=0.6, block=0.98)
     assert E.scaled_thresholds(t, 1.0) == t
