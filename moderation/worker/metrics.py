@@ -60,6 +60,20 @@ class LagGauge:
         self.series = held
 
 
+# The languages moderation_posts_by_language_total names; every other one is counted as "other", so that the
+# series stay bounded whatever producers declare: the most used languages of social-media posts, and "und".
+METRIC_LANGUAGES = (
+    "en", "es", "pt", "fr", "de", "it", "nl", "pl", "tr", "ru", "uk", "ar", "fa", "ur", "hi", "bn",
+    "id", "ms", "tl", "vi", "th", "zh", "ja", "ko", "sw", "und",
+)  # fmt: skip
+OTHER_LANGUAGE = "other"
+MISMATCH_CONFIDENCE = 0.9  # a detection this sure that disagrees with the declared language is counted
+
+
+def language_label(code: str) -> str:
+    return code if code in METRIC_LANGUAGES else OTHER_LANGUAGE
+
+
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -167,6 +181,21 @@ class WorkerMetrics:
         self.categories = Counter(
             "moderation_category_total", "Decided posts by top category (the category mix).", ["category"], registry=r
         )
+        self.posts_by_language = Counter(
+            "moderation_posts_by_language_total",
+            "Decided posts by the language the policy went by (declared or detected; und: undetermined); "
+            f"languages outside a fixed list of {len(METRIC_LANGUAGES)} count as other.",
+            ["language"],
+            registry=r,
+        )
+        for code in (*METRIC_LANGUAGES, OTHER_LANGUAGE):  # exported at 0, so increase() sees the first one
+            self.posts_by_language.labels(code)
+        self.language_mismatch = Counter(
+            "moderation_language_declared_mismatch_total",
+            f"Posts whose producer-declared language differs from a detection at confidence >= {MISMATCH_CONFIDENCE} "
+            "(a producer whose lang is not the post's: see the policy's languages.trust_declared).",
+            registry=r,
+        )
         self.reference_escalation = Gauge(
             "moderation_reference_escalation_ratio",
             "Share of posts escalated on the model's reference traffic mix (drift reference).",
@@ -250,6 +279,11 @@ class WorkerMetrics:
                 self.escalations.labels(trigger).inc()
             if d.triggers:
                 self.escalated_posts.inc()
+            lang = d.language
+            if lang is not None:
+                self.posts_by_language.labels(language_label(lang.effective)).inc()
+                if lang.declared not in (None, lang.detected) and lang.confidence >= MISMATCH_CONFIDENCE:
+                    self.language_mismatch.inc()
             if item.post.created_at_ms is not None:
                 self.e2e_seconds.observe(max(0.0, (item.decided_ms - item.post.created_at_ms) / 1000))
         for rejected in result.rejected:

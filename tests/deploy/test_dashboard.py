@@ -149,6 +149,8 @@ def test_dashboard_covers_the_operating_questions() -> None:
         "escalation reference": "moderation_reference_escalation_ratio{",
         "category mix": "by (category) (rate(moderation_category_total{",
         "score distribution": "sum by (le, task, label) (rate(moderation_score_bucket{",
+        "posts by language": "by (language) (rate(moderation_posts_by_language_total{",
+        "unsupported languages": 'instance=~"$instance", trigger="unsupported_language"}',
     }
     missing = [what for what, fragment in required.items() if fragment not in text]
     assert not missing, f"dashboard lacks: {missing}"
