@@ -56,7 +56,11 @@ async def test_metrics_add_up_and_logs_are_json_without_text(deployment: Setup) 
     assert hits + misses == len(valid) and misses <= 97 * len(CORPUS)  # the stream repeats texts
     assert total(samples, "moderation_batch_size_count") >= 1
     assert total(samples, "moderation_batch_size_sum") == len(messages)
-    for stage in ("decode", "tokenize", "infer", "policy", "produce"):
+    languages = Counter(d["language"]["effective"] for d in docs)
+    assert languages == {"en": len(valid)}  # the harness's posts are English
+    assert total(samples, "moderation_posts_by_language_total", language="en") == len(valid)
+    assert total(samples, "moderation_posts_by_language_total") == len(valid)  # the other series exported at 0
+    for stage in ("decode", "tokenize", "infer", "language", "policy", "produce"):
         assert total(samples, "moderation_stage_duration_seconds_count", stage=stage) >= 1
     assert total(samples, "moderation_model_info", provider="CPUExecutionProvider", variant="int8") == 1
     assert total(samples, "moderation_policy_info", version="tiny-test-1") == 1
