@@ -115,7 +115,10 @@ def now_iso() -> str:
 
 def slm_decision(doc: dict[str, Any]) -> dict[str, Any]:
     """The SLM decision a verdict overrides, from a review/llm-review record (audit fields + post)."""
-    keys = ("action", "labels", "reasons", "triggers", "confidence", "scores", "policy_version", "model", "decided_at")
+    keys = (
+        "action", "labels", "reasons", "triggers", "confidence", "scores", "language", "policy_version", "model",
+        "decided_at",
+    )  # fmt: skip
     return {k: doc.get(k) for k in keys}
 
 

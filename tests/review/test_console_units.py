@@ -83,6 +83,29 @@ def test_a_refused_llm_answer_and_an_injection_are_shown_to_the_reviewer() -> No
     assert "tries to instruct its reviewer" in html and "prompt_injection" in html
 
 
+def test_a_post_in_an_unsupported_language_is_flagged_to_the_reviewer() -> None:
+    import jinja2
+
+    from moderation.review.console.app import TEMPLATES
+
+    doc = llm_review_doc("l", "Ты просто идиот, заткнись")
+    doc["triggers"] = ["unsupported_language"]
+    doc["language"] = {"effective": "ru", "detected": "ru", "confidence": 0.98, "declared": None, "supported": False}
+    state = ConsoleState()
+    state.add_review(doc)
+    state.add_verdict(verdicts.needs_human(doc | {"post_id": "m", "post": {**doc["post"], "id": "m"}},
+                                           reviewer="llm:m", reason="timeout"))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    for pid in ("l", "m"):  # from the llm-review topic, and as the LLM left it
+        assert state.items[pid].slm["language"] == doc["language"]
+        html = env.get_template("_post.html").render(item=state.items[pid], age=lambda _: "1 min")
+        assert "Written in ru (detected ru 0.98)" in html and "unsupported_language" in html
+    english = llm_review_doc("e", "what a stupid idiot")
+    english["language"] = {"effective": "en", "detected": "en", "confidence": 0.99, "declared": "en", "supported": True}
+    state.add_review(english)
+    assert "Written in" not in env.get_template("_post.html").render(item=state.items["e"], age=lambda _: "1 min")
+
+
 def test_slm_leaning() -> None:
     assert slm_leaning({"action": "block"}) == "block"
     assert slm_leaning({"action": "review", "labels": ["spam.spam"]}) == "block"
