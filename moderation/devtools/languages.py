@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moderation.core.errors import ModerationError
 from moderation.pipeline import language
 from moderation.pipeline.language import Languages, assess_language
 from moderation.pipeline.policy import load_policy
@@ -152,7 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_s, rss = time.perf_counter() - t0, _rss_mib() - rss0
 
     posts = measure_posts(rule, language_posts())
-    english, seconds = measure_english(rule, english_texts(args.data_dir))
+    try:
+        texts = english_texts(args.data_dir)
+    except ModerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    english, seconds = measure_english(rule, texts)
     us = sorted(s * 1e6 for s in seconds)
     cost = {
         "posts": len(us),
@@ -164,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.model:
-        sample = [t for items in english_texts(args.data_dir).values() for t in items][::17][:2000]
+        sample = [t for items in texts.values() for t in items][::17][:2000]
         cost["model_us"] = round(model_cost(sample) * 1e6, 1)
 
     print(f"policy {policy.version}: languages {rule.model_dump(mode='json')}")
