@@ -18,7 +18,7 @@ from moderation.pipeline import language
 from moderation.pipeline.decode import decode_post
 from moderation.pipeline.dedupe import ScoreCache, plan_inference
 from moderation.pipeline.infer import Scorer
-from moderation.pipeline.language import assess_language
+from moderation.pipeline.language import assess_languages
 from moderation.pipeline.policy import Policy, PolicyStore, decide
 from moderation.pipeline.records import Decision, Origin, Post, Scores
 
@@ -135,7 +135,7 @@ class Pipeline:
 
         policy = self.policy()
         rule = policy.languages
-        languages = [assess_language(rule, post) if rule.enabled else None for post, _ in posts]
+        languages = assess_languages(rule, [p for p, _ in posts]) if rule.enabled else [None] * len(posts)
         t3 = clock()
         for (post, message), key, lang in zip(posts, keys, languages, strict=True):
             decision = decide(policy, post, scores_by_key[key], lang)

@@ -83,6 +83,29 @@ def test_detection_is_deterministic() -> None:
     assert {detect(text) for text in [WRITTEN[0][2]] * 5} == {detect(WRITTEN[0][2])}
 
 
+def test_scoring_a_chunk_is_py3langids_classify_text_by_text() -> None:
+    """The detector scores a batch at once; each answer is py3langid's own (same language, confidence within
+    1e-4), and does not depend on the texts scored with it."""
+    import numpy as np
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from moderation.pipeline import language
+
+    shipped = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    reference = LanguageIdentifier(
+        shipped.nb_ptc.astype(np.float32), shipped.nb_pc, [language._RELABEL.get(c, c) for c in shipped.nb_classes],
+        shipped.tk_nextmove, shipped.tk_output, norm_probs=True, tk_row=shipped.tk_row,
+    )  # fmt: skip
+    texts = [p["text"] for p in sample_posts()] + ENGLISH + TOO_LITTLE + [t for _, _, t in WRITTEN]
+    together = language.detect_many(texts)
+    assert together == [detect(t) for t in texts] == language.detect_many(texts[::-1])[::-1]
+    assert together == [d for i in range(0, len(texts), 7) for d in language.detect_many(texts[i : i + 7])]
+    for text, (lang, p) in zip(texts, together, strict=True):
+        if lang != UND:
+            expected, q = reference.classify(language.clean(text))
+            assert (lang, p) == pytest.approx((expected, q), abs=1e-4), text
+
+
 def test_declared_tags_are_normalised() -> None:
     assert [normalize_tag(t) for t in ("en", "EN", "en-US", "pt_BR", "zh-Hant", "cmn", "arz")] == [
         "en", "en", "en", "pt", "zh", "zh", "ar",
