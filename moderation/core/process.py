@@ -7,6 +7,8 @@ our credentials.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import ValidationError
 
 from moderation.core.bootstrap import resolved
@@ -31,13 +33,17 @@ def describe_settings_error(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(problems)
 
 
-def settings_for_process(logger: str, *, post_text_in_logs: bool = True) -> Settings | None:
+def settings_for_process(
+    logger: str, *, post_text_in_logs: bool = True, broker: Callable[[Settings], bool] | None = None
+) -> Settings | None:
     """Settings from the environment with logging configured from them and ``bootstrap_servers`` set to
     the broker this process joins (:mod:`moderation.core.bootstrap`; logged as ``kafka_bootstrap`` with
     its source). ``None`` — after one clear ``startup_failed`` line — when a setting is invalid or no
     broker is named (exit with EXIT_CONFIG).
 
     ``post_text_in_logs=False`` ignores MODERATION_LOG_POST_TEXT for processes that must never log text.
+    ``broker``: whether these settings need Kafka at all (the scoring API only with MODERATION_API_AUDIT);
+    without it no broker is resolved and none is required.
     """
     try:
         settings = load_settings()
@@ -51,6 +57,8 @@ def settings_for_process(logger: str, *, post_text_in_logs: bool = True) -> Sett
         log_post_text=settings.log_post_text and post_text_in_logs,
         repeat_window_s=settings.log_repeat_window_s,
     )
+    if broker is not None and not broker(settings):
+        return settings
     try:
         settings, where = resolved(settings)
     except BrokerError as exc:

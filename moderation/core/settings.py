@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     def _mechanism_case(cls, value: Any) -> Any:
         return value.strip().upper().replace("_", "-") if isinstance(value, str) else value  # scram_sha_512 ok
 
-    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", "escalation_target", mode="before")
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", "escalation_target", "api_keys_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -251,6 +251,50 @@ class Settings(BaseSettings):
     )
     console_secure_cookies: bool = Field(
         False, description="Mark the console's cookies Secure (set it when the console is served over HTTPS)."
+    )
+
+    # --- Scoring API (moderation/api: `moderation serve`, Perspective-compatible + /v1/moderate) -----
+    api_port: int = Field(
+        8000, ge=0, le=65535, description="Port of the scoring API (probes and metrics stay on http_port)."
+    )
+    api_max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Longest the first request of a partial batch waits for more before the batch is scored "
+        "(batches hold at most MODERATION_MAX_BATCH requests; under load they fill while the previous one scores).",
+    )
+    api_max_queue: int = Field(
+        256,
+        ge=1,
+        description="Requests waiting to be scored at most; one more is answered 503 with Retry-After at once, so "
+        "latency stays bounded (about this many / the throughput).",
+    )
+    api_retry_after_s: int = Field(1, ge=1, description="Retry-After (seconds) of a 503 (queue full) answer.")
+    api_require_key: bool = Field(
+        True, description="Every scoring request needs an API key (`key=` or X-Goog-Api-Key); false: a trusted network."
+    )
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="API keys as 'name:key' pairs separated by commas (from a Secret); limits are the defaults below.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="YAML/JSON file of API keys with optional per-key limits ({keys: [{name, key, rate_per_s, "
+        "burst, daily_quota}]}; a mounted Secret); re-read when it changes.",
+    )
+    api_rate_per_s: float = Field(100.0, gt=0, description="Requests per second a key may make (per replica).")
+    api_burst: int = Field(200, ge=1, description="Requests a key may make at once above its rate (token bucket).")
+    api_daily_quota: int = Field(
+        0, ge=0, description="Requests a key may make per UTC day (per replica); 0 = no quota."
+    )
+    api_audit: bool = Field(
+        False,
+        description="Write the decision of each request that allows storing (Perspective doNotStore false or "
+        "absent; /v1/moderate unless doNotStore true) to the decisions topic, and its post (with the text) to "
+        "api_posts_topic, which the decision's origin names so `moderation replay` can re-decide it. Needs Kafka.",
+    )
+    api_posts_topic: str = Field(
+        "moderation.api-posts", description="Posts the scoring API stored (api_audit): the origin of their decisions."
     )
 
     # --- Operations --------------------------------------------------------------------------------
