@@ -46,6 +46,12 @@ def _score(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from moderation.api.cli import run
+
+    return run(args)
+
+
 def _replay(args: argparse.Namespace) -> int:
     from moderation.worker.replay import run
 
@@ -195,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="Score JSON-lines posts without Kafka; decisions to stdout.")
     score.add_argument("file", nargs="?", default="-", help="JSON-lines file, or - for stdin.")
     score.set_defaults(handler=_score)
+
+    serve = sub.add_parser(
+        "serve",
+        help="The synchronous scoring API: Perspective's AnalyzeComment (POST /v1alpha1/comments:analyze), "
+        "POST /v1/moderate and the discovery document, on MODERATION_API_PORT.",
+    )
+    serve.set_defaults(handler=_serve)
 
     replay = sub.add_parser(
         "replay",

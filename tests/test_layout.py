@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "moderation"
-SERVING = ("core", "pipeline", "models", "worker", "review")
+SERVING = ("core", "pipeline", "models", "worker", "review", "api")
 BUILD_OR_TOOLING = ("moderation.training", "moderation.devtools")
 
 
@@ -45,7 +45,8 @@ def test_serving_code_never_imports_build_time_or_tooling_code() -> None:
 def test_serving_entry_points_load_nothing_from_the_other_side() -> None:
     """The same rule at run time: what the worker and `moderation score` actually load."""
     code = (
-        "import sys, moderation.worker.cli, moderation.worker.app, moderation.worker.score, moderation.review;"
+        "import sys, moderation.worker.cli, moderation.worker.app, moderation.worker.score, moderation.review,"
+        " moderation.api.cli, moderation.api.server;"
         f"print(sorted(m for m in sys.modules if m.startswith({BUILD_OR_TOOLING!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -53,9 +54,12 @@ def test_serving_entry_points_load_nothing_from_the_other_side() -> None:
 
 
 def test_top_level_has_a_handful_of_layers() -> None:
+    """Layers are the packages; beside them only the entry points and the typing marker."""
     entries = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__" and not p.name.endswith(".egg-info")}
-    layers = entries - {"__init__.py", "__main__.py", "cli.py"}
+    layers = {name for name in entries if (PACKAGE / name).is_dir()}
+    assert entries - layers <= {"__init__.py", "__main__.py", "cli.py", "py.typed"}, sorted(entries - layers)
     assert len(layers) <= 8, sorted(layers)
+    assert set(SERVING) | {m.rsplit(".", 1)[1] for m in BUILD_OR_TOOLING} == layers, "every layer is serving or tooling"
 
 
 def test_tests_mirror_the_package() -> None:
