@@ -64,5 +64,5 @@ def test_top_level_has_a_handful_of_layers() -> None:
 
 def test_tests_mirror_the_package() -> None:
     tests = Path(__file__).resolve().parent
-    for layer in ("pipeline", "models", "worker", "review", "training", "devtools"):
+    for layer in ("pipeline", "models", "worker", "review", "api", "training", "devtools"):
         assert (tests / layer).is_dir(), f"tests/{layer}/ missing"
