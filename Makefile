@@ -122,7 +122,7 @@ loadtest: setup ## Locust, headless, against the local broker + a worker at 50k 
 # $MODERATION_TOOLS_DIR (default ~/.cache/moderation/tools); tests/deploy uses the same place.
 k8s: setup k8s-tools ## Render every kustomize overlay to k8s/rendered/ and validate them (tests/deploy).
 	@tools="$${MODERATION_TOOLS_DIR:-$$HOME/.cache/moderation/tools}"; mkdir -p k8s/rendered; \
-	for dir in k8s/overlays/*/ k8s/review/; do name=$$(basename "$$dir"); \
+	for dir in k8s/overlays/*/ k8s/review/ k8s/api/; do name=$$(basename "$$dir"); \
 		"$$tools/bin/kustomize" build "$$dir" > "k8s/rendered/$$name.yaml" || exit 1; echo "k8s/rendered/$$name.yaml"; \
 	done
 	$(BIN)/pytest -q -p no:cacheprovider tests/deploy
