@@ -256,9 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that start through moderation.core.process.settings_for_process: they log their own
+# start-up problems (invalid settings, unknown MODERATION_* variables) as JSON lines.
+LOGGING_COMMANDS = frozenset({"worker", "llm-review", "console", "serve"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    if args.command not in LOGGING_COMMANDS:
+        from moderation.core.settings import unknown_env_warnings
+
+        for warning in unknown_env_warnings():
+            print(f"warning: {warning}", file=sys.stderr)
     try:
         return handler(args)
     except ModerationError as exc:
@@ -266,6 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError) and exc.title == "Settings":  # a MODERATION_* value is invalid
+            from moderation.core.process import describe_settings_error
+
+            print(f"error: {describe_settings_error(exc)}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from moderation.core.bootstrap import resolved
 from moderation.core.errors import BrokerError
 from moderation.core.logs import configure_logging, get_logger
-from moderation.core.settings import Settings, load_settings
+from moderation.core.settings import Settings, load_settings, unknown_env_warnings
 
 EXIT_FATAL = 1
 EXIT_CONFIG = 2
@@ -39,7 +39,8 @@ def settings_for_process(
     """Settings from the environment with logging configured from them and ``bootstrap_servers`` set to
     the broker this process joins (:mod:`moderation.core.bootstrap`; logged as ``kafka_bootstrap`` with
     its source). ``None`` — after one clear ``startup_failed`` line — when a setting is invalid or no
-    broker is named (exit with EXIT_CONFIG).
+    broker is named (exit with EXIT_CONFIG). A ``MODERATION_*`` variable no setting reads (a misspelling)
+    is one ``unknown_setting`` warning with the nearest valid name.
 
     ``post_text_in_logs=False`` ignores MODERATION_LOG_POST_TEXT for processes that must never log text.
     ``broker``: whether these settings need Kafka at all (the scoring API only with MODERATION_API_AUDIT);
@@ -57,6 +58,8 @@ def settings_for_process(
         log_post_text=settings.log_post_text and post_text_in_logs,
         repeat_window_s=settings.log_repeat_window_s,
     )
+    for warning in unknown_env_warnings():
+        get_logger(logger).warning("unknown_setting", detail=warning)
     if broker is not None and not broker(settings):
         return settings
     try:

@@ -7,6 +7,9 @@ deployment can be configured from a ConfigMap without touching code.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -330,6 +333,39 @@ class Settings(BaseSettings):
 
     def provider_list(self) -> list[str]:
         return [p.strip() for p in self.providers.split(",") if p.strip()]
+
+
+# MODERATION_* variables read outside Settings: build and test tooling, never a serving process. Known
+# names, so that start-up does not warn about them (tests/core/test_cli_startup.py finds every one read).
+TOOLING_ENV: dict[str, str] = {
+    "MODERATION_TRAIN_LAYERS": "models build: encoder layers fine-tuned (moderation/training/build.py)",
+    "MODERATION_TRAIN_EPOCHS": "models build: training epochs",
+    "MODERATION_TRAIN_THREADS": "models build: torch threads",
+    "MODERATION_TEACHER_CACHE": "models build: where teacher models are cached",
+    "MODERATION_TOOLS_DIR": "make k8s-tools / tests/deploy: where kustomize and the validators live",
+    "MODERATION_CONSOLE_SCREENSHOTS": "tests/review/test_console_browser.py: write its screenshots here",
+}
+
+
+def known_env_names() -> set[str]:
+    """Every ``MODERATION_*`` name something reads: the settings' and :data:`TOOLING_ENV`."""
+    return {f"MODERATION_{name.upper()}" for name in Settings.model_fields} | set(TOOLING_ENV)
+
+
+def unknown_env_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One sentence per ``MODERATION_*`` variable nothing reads (a misspelling is otherwise silently
+    ignored), with the nearest valid name when there is one."""
+    known = known_env_names()
+    warnings = []
+    for key in sorted(os.environ if environ is None else environ):
+        name = key.upper()  # settings are read case-insensitively
+        if not name.startswith("MODERATION_") or name in known:
+            continue
+        suffixes = sorted(k.removeprefix("MODERATION_") for k in known)  # the shared prefix says nothing
+        near = difflib.get_close_matches(name.removeprefix("MODERATION_"), suffixes, n=1, cutoff=0.7)
+        hint = f"did you mean MODERATION_{near[0]}?" if near else "see moderation/core/settings.py for the settings"
+        warnings.append(f"{key} is not a setting and is ignored; {hint}")
+    return warnings
 
 
 def load_settings(**overrides: object) -> Settings:
