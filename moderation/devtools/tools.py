@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -13,10 +14,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from rich.progress import Progress
 
 from moderation.core.bootstrap import resolved
-from moderation.core.errors import ConfigError
+from moderation.core.errors import BrokerError, ConfigError
 from moderation.core.settings import Settings, load_settings
 from moderation.worker.security import check_auth, client_kwargs
 
@@ -39,6 +41,24 @@ def post_key(line: bytes) -> bytes | None:
     return post_id.encode() if isinstance(post_id, str) else None
 
 
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str) -> None:
+    """Start a Kafka client, or raise one :class:`BrokerError` line when no broker answers (closing the
+    client, and without aiokafka's own connection error lines)."""
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)  # "Unable connect to …": said once below, with what to do
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        await client.stop()
+        raise BrokerError(
+            f"no Kafka broker answers at {bootstrap}: check MODERATION_BOOTSTRAP_SERVERS, or start the local "
+            "broker with `moderation kafka up` (`moderation kafka status` says where it runs)"
+        ) from None
+    finally:
+        aiokafka_log.setLevel(level)
+
+
 async def produce_lines(
     bootstrap: str,
     topic: str,
@@ -58,7 +78,7 @@ async def produce_lines(
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, acks="all", request_timeout_ms=30_000, **(kafka_kwargs or {})
     )
-    await producer.start()
+    await start_client(producer, bootstrap)
     total = len(lines) * repeat
     sent = 0
     start = time.perf_counter()
@@ -118,7 +138,7 @@ async def tail_topic(settings: Settings, topic: str, *, from_beginning: bool, li
         enable_auto_commit=False,
         **client_kwargs(settings),
     )
-    await consumer.start()
+    await start_client(consumer, settings.bootstrap_servers)
     seen = 0
     try:
         async for record in consumer:

@@ -4,7 +4,9 @@
   command (the long-running ones say it as their one ``startup_failed`` JSON line);
 - a ``MODERATION_*`` variable nothing reads (a misspelling): one warning naming the nearest valid
   variable, and the command goes on;
-- every ``MODERATION_*`` name the repository reads is a known one, so none of them is warned about.
+- every ``MODERATION_*`` name the repository reads is a known one, so none of them is warned about;
+- ``produce`` / ``tail`` with no broker at the address: where it tried, then one error line, exit 2 (no
+  aiokafka traceback, no "Unclosed producer" warning).
 
 Real processes (``python -m moderation``); none of these needs a broker.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +136,23 @@ def test_every_moderation_variable_the_repository_reads_is_a_known_name() -> Non
     unknown = {n: sorted(p) for n, p in found.items() if n not in known_env_names() and n not in NOT_ENV}
     assert not unknown, f"read but neither a setting nor in TOOLING_ENV: {unknown}"
     assert set(TOOLING_ENV) <= set(found), "TOOLING_ENV names a variable nothing reads any more"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once it is closed
+
+
+@pytest.mark.parametrize("argv", [["produce", "--file", "-"], ["tail", "posts", "--max", "1"]], ids=["produce", "tail"])
+def test_no_broker_at_the_address_is_one_error_line(argv: list[str], tmp_path: Path) -> None:
+    if argv[0] == "produce":
+        posts = tmp_path / "posts.jsonl"
+        posts.write_bytes(POST)
+        argv = ["produce", "--file", str(posts)]
+    where = f"127.0.0.1:{closed_port()}"
+    result = moderation(*argv, env={"MODERATION_BOOTSTRAP_SERVERS": where})
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2, lines
+    assert lines == [f"kafka: bootstrap={where} source=env", lines[1]] and len(lines) == 2, lines
+    assert lines[1].startswith(f"error: no Kafka broker answers at {where}: check MODERATION_BOOTSTRAP_SERVERS"), lines
