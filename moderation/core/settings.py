@@ -170,6 +170,28 @@ class Settings(BaseSettings):
     )
     dedupe_cache_size: int = Field(50_000, ge=0, description="Entries in the normalized-text → scores LRU.")
 
+    # --- State across posts (moderation/state: authors, campaigns, verdict memory) --------------------
+    state_enabled: bool = Field(
+        False,
+        description="Keep per-author counters, near-duplicate clusters and verdict memory and apply the policy's "
+        "`state` rules (burst, repeat_offender, campaign, matches_verdict). Author state is per input partition: "
+        "producers key posts by author_id (README \"State across posts\").",
+    )
+    state_changelog_topic: str = Field(
+        "moderation.state-changelog",
+        description="Compacted topic the worker writes its state to (same partition as the input, before the "
+        "batch's offsets are committed) and restores it from when partitions are assigned.",
+    )
+    state_max_authors: int = Field(
+        200_000, ge=1, description="Authors kept per worker (least recently seen evicted first)."
+    )
+    state_max_fingerprints: int = Field(
+        50_000, ge=1, description="Near-duplicate clusters kept per worker (least recently seen evicted first)."
+    )
+    state_max_verdicts: int = Field(
+        50_000, ge=1, description="Reviewed posts remembered for matches_verdict (oldest evicted first)."
+    )
+
     # --- Models ------------------------------------------------------------------------------------
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Directory holding manifest.json and ONNX files.")
     model_variant: str = Field("auto", description="int8 | fp16 | fp32 | auto (fp16 on CUDA, int8 on CPU).")
