@@ -2,8 +2,8 @@
 
 Starts (or reuses) the local broker, starts one real worker process and the reviewer console,
 streams the committed sample posts through it, shows decisions live, then prints a summary and the
-console's URL — the posts sent to review wait there to be tried (in a terminal, until Enter) — and
-stops what it started.
+console's URL — the posts sent to review wait there to be tried (in a terminal, until Enter; without
+one it says it is stopping and how to start the console yourself) — and stops what it started.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class Tally:
     expected_valid: int
     expected_bad: int
     actions: Counter[str] = field(default_factory=Counter)
-    triggers: Counter[str] = field(default_factory=Counter)
+    escalated: int = 0  # posts with at least one escalation trigger (each goes to LLM review once)
+    triggers: Counter[str] = field(default_factory=Counter)  # trigger → posts it fired on
     dlq: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     recent: deque[tuple[str, str, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=18))
@@ -113,7 +114,7 @@ def render(tally: Tally) -> Group:
     return Group(
         table,
         f"decided {tally.decided}/{tally.expected_valid}   {counts}   "
-        f"dlq {sum(tally.dlq.values())}/{tally.expected_bad}   escalated {sum(tally.triggers.values())}",
+        f"dlq {sum(tally.dlq.values())}/{tally.expected_bad}   escalated {tally.escalated}",
     )
 
 
@@ -177,7 +178,9 @@ def absorb(tally: Tally, doc: dict[str, Any], texts: dict[str, str]) -> None:
     tally.first_ms = tally.first_ms or now
     tally.last_ms = now
     tally.actions[doc["action"]] += 1
-    tally.triggers.update(doc.get("triggers", []))
+    triggers = set(doc.get("triggers") or ())
+    tally.escalated += bool(triggers)
+    tally.triggers.update(triggers)
     top = sorted(
         (
             (f"{t}.{label}", p)
@@ -226,7 +229,7 @@ def _run(args: argparse.Namespace, settings: Settings, console: Console, bootstr
         console.print()
         summary(console, tally, elapsed)
         code = 0 if tally.done() else 1
-        offer_console(console, review_console, console_url, tally.actions["review"])
+        offer_console(console, review_console, console_url, tally.actions["review"], console_port=settings.console_port)
     finally:
         if review_console is not None:
             review_console.terminate(15)
@@ -261,18 +264,36 @@ def start_console(bootstrap: str, settings: Settings) -> tuple[WorkerProcess | N
     return proc, f"http://127.0.0.1:{port}/"
 
 
-def offer_console(console: Console, proc: WorkerProcess | None, url: str, in_review: int) -> None:
-    """Say where the console is; in a terminal, keep it up until Enter so the queue can be tried."""
+def offer_console(
+    console: Console,
+    proc: WorkerProcess | None,
+    url: str,
+    in_review: int,
+    *,
+    console_port: int = 8080,
+    interactive: bool | None = None,
+) -> None:
+    """Say where the console is; in a terminal (``interactive``, default: stdin is one), keep it up until
+    Enter so the queue can be tried; without one, say that it stops now and how to start it yourself."""
     if proc is None or proc.proc.poll() is not None:
         console.print("[yellow]The reviewer console did not start[/] (log: demo-console.log in the cache dir).")
         return
-    user = "demo / demo" if not os.environ.get("MODERATION_CONSOLE_USERS") else "a MODERATION_CONSOLE_USERS login"
+    own_users = bool(os.environ.get("MODERATION_CONSOLE_USERS"))
+    user = "a MODERATION_CONSOLE_USERS login" if own_users else "demo / demo"
     console.print(
         f"[bold]Reviewer console:[/] {url} — log in as {user}; {in_review} post(s) of this run wait in its queue."
     )
-    if sys.stdin.isatty():
+    if sys.stdin.isatty() if interactive is None else interactive:
         with contextlib.suppress(EOFError, KeyboardInterrupt):
             input("Press Enter to stop the console and the worker … ")
+        return
+    command = "MODERATION_HTTP_HOST=127.0.0.1 moderation console"
+    command = command if own_users else f"MODERATION_CONSOLE_USERS={DEMO_REVIEWER} {command}"
+    console.print(
+        "[yellow]No terminal to wait on (stdin is not a TTY): stopping the console now.[/] The queue stays on the "
+        f"broker; to try it, run `moderation kafka up` then `{command}` (http://127.0.0.1:{console_port}/).",
+        soft_wrap=True,
+    )
 
 
 async def _stream(
@@ -311,7 +332,9 @@ def summary(console: Console, tally: Tally, elapsed: float) -> None:
     table.add_column("value", justify="right")
     for action in ("allow", "review", "block"):
         table.add_row(f"posts → {action}", str(tally.actions[action]))
-    table.add_row("escalated to LLM review", ", ".join(f"{k} {v}" for k, v in tally.triggers.most_common()) or "0")
+    table.add_row("posts escalated to LLM review", str(tally.escalated))
+    if tally.triggers:
+        table.add_row("  posts per trigger", ", ".join(f"{k} {v}" for k, v in tally.triggers.most_common()))
     table.add_row("dead-lettered", ", ".join(f"{k} {v}" for k, v in tally.dlq.most_common()) or "0")
     span = ((tally.last_ms or 0) - (tally.first_ms or 0)) / 1000
     table.add_row("decided / expected", f"{tally.decided} / {tally.expected_valid}")
